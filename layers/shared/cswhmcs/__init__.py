@@ -1,0 +1,1 @@
+"""ComputeStacks <-> WHMCS integration: the shared package every Lambda function imports."""

@@ -1,0 +1,221 @@
+"""The only module that knows DynamoDB for accounts, replay protection and order credits.
+
+Billing keeps its own records in ``cswhmcs.billing.ledger`` (same LedgerTable, its own key prefixes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from boto3.dynamodb.conditions import Attr
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from cswhmcs.config import Settings
+from cswhmcs.errors import Unauthorized
+
+_BOTO_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 4, "mode": "standard"})
+
+
+def dynamodb_resource(settings: Settings) -> Any:
+    kwargs: dict[str, Any] = {"config": _BOTO_CONFIG}
+    if settings.AWS_ENDPOINT_URL_DYNAMODB:
+        kwargs["endpoint_url"] = settings.AWS_ENDPOINT_URL_DYNAMODB
+    return boto3.resource("dynamodb", **kwargs)
+
+
+def _is_condition_failure(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+@dataclass(frozen=True)
+class AccountMapping:
+    """One WHMCS service <-> one ComputeStacks user."""
+
+    service_id: int
+    cs_user_id: int
+    email: str
+    client_id: int | None = None
+    currency: str | None = None
+    created_at: str | None = None
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> AccountMapping:
+        client = item.get("client_id")
+        return cls(
+            service_id=int(item["service_id"]),
+            cs_user_id=int(item["cs_user_id"]),
+            email=str(item.get("email", "")),
+            client_id=int(client) if client is not None else None,
+            currency=item.get("currency"),
+            created_at=item.get("created_at"),
+        )
+
+    def to_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "service_id": self.service_id,
+            "cs_user_id": self.cs_user_id,
+            "email": self.email,
+            "created_at": self.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if self.client_id is not None:
+            item["client_id"] = self.client_id
+        if self.currency:
+            item["currency"] = self.currency
+        return item
+
+
+class AccountsRepo:
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    @classmethod
+    def from_settings(cls, settings: Settings, resource: Any | None = None) -> AccountsRepo:
+        return cls((resource or dynamodb_resource(settings)).Table(settings.ACCOUNTS_TABLE))
+
+    def get(self, service_id: int) -> AccountMapping | None:
+        item = self.table.get_item(Key={"service_id": service_id}, ConsistentRead=True).get("Item")
+        return AccountMapping.from_item(item) if item else None
+
+    def put(self, mapping: AccountMapping) -> AccountMapping:
+        """Store a mapping. An existing mapping of the same service to the same user is kept as it is;
+        to another user it is replaced only through ``relink`` (never silently)."""
+        try:
+            self.table.put_item(
+                Item=mapping.to_item(),
+                ConditionExpression=Attr("service_id").not_exists() | Attr("cs_user_id").eq(mapping.cs_user_id),
+            )
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise
+            existing = self.get(mapping.service_id)
+            if existing is not None:
+                return existing
+            raise
+        return mapping
+
+    def update_fields(self, service_id: int, **fields: Any) -> None:
+        names = {f"#{k}": k for k in fields}
+        values = {f":{k}": v for k, v in fields.items()}
+        self.table.update_item(
+            Key={"service_id": service_id},
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields),
+            ConditionExpression=Attr("service_id").exists(),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def scan_pages(self, *, page_size: int = 1000, segment: int = 0, total_segments: int = 1
+                   ) -> Iterator[list[AccountMapping]]:
+        """Every mapping, one page at a time (never all in memory)."""
+        kwargs: dict[str, Any] = {"Limit": page_size}
+        if total_segments > 1:
+            kwargs.update(Segment=segment, TotalSegments=total_segments)
+        while True:
+            page = self.table.scan(**kwargs)
+            items = page.get("Items", [])
+            if items:
+                yield [AccountMapping.from_item(i) for i in items]
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return
+            kwargs["ExclusiveStartKey"] = last
+
+
+class ReplayGuard:
+    """Remembers accepted signatures for the freshness window: a replay is refused."""
+
+    def __init__(self, table: Any, ttl_seconds: int = 900) -> None:
+        self.table = table
+        self.ttl_seconds = ttl_seconds
+
+    @classmethod
+    def from_settings(cls, settings: Settings, resource: Any | None = None) -> ReplayGuard:
+        return cls((resource or dynamodb_resource(settings)).Table(settings.IDEMPOTENCY_TABLE),
+                   ttl_seconds=settings.SIGNATURE_TOLERANCE * 2 + 60)
+
+    def accept(self, signature_hex: str, route: str) -> None:
+        now = int(time.time())
+        try:
+            self.table.put_item(
+                Item={"id": f"sig#{signature_hex}", "route": route, "expiration": now + self.ttl_seconds},
+                # TTL deletion lags, so an expired record does not count as a replay.
+                ConditionExpression=Attr("id").not_exists() | Attr("expiration").lt(now),
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                raise Unauthorized("This request was already received (replay); sign each request anew.",
+                                   code="signature_replayed") from None
+            raise
+
+
+@dataclass
+class OrderCredit:
+    order_id: int
+    status: str  # "pending" (intent written, AddCredit not known to be done), "done", "ambiguous"
+    amount: Decimal
+    currency: str
+    client_id: int
+    invoice_id: int
+
+
+class OrderCreditRecords:
+    """Exactly-once record per order in the LedgerTable (money: never expires)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    @classmethod
+    def from_settings(cls, settings: Settings, resource: Any | None = None) -> OrderCreditRecords:
+        return cls((resource or dynamodb_resource(settings)).Table(settings.LEDGER_TABLE))
+
+    @staticmethod
+    def _key(order_id: int) -> dict[str, str]:
+        return {"pk": f"order#{order_id}", "sk": "credit"}
+
+    def get(self, order_id: int) -> OrderCredit | None:
+        item = self.table.get_item(Key=self._key(order_id), ConsistentRead=True).get("Item")
+        if not item:
+            return None
+        return OrderCredit(order_id=order_id, status=str(item["status"]), amount=Decimal(str(item["amount"])),
+                           currency=str(item.get("currency", "")), client_id=int(item["client_id"]),
+                           invoice_id=int(item["invoice_id"]))
+
+    def claim(self, credit: OrderCredit, lease_seconds: int = 60) -> bool:
+        """Write the intent. True when this caller owns the order's credit now.
+
+        A "pending" claim older than the lease (a crash between claim and AddCredit) or an "ambiguous"
+        one (AddCredit timed out) may be taken over; the new owner checks WHMCS GetCredits before
+        sending anything.
+        """
+        now = int(time.time())
+        try:
+            self.table.put_item(
+                Item={**self._key(credit.order_id), "status": "pending", "amount": str(credit.amount),
+                      "currency": credit.currency, "client_id": credit.client_id,
+                      "invoice_id": credit.invoice_id, "lease_until": now + lease_seconds,
+                      "updated_at": datetime.now(UTC).isoformat(timespec="seconds")},
+                ConditionExpression=Attr("pk").not_exists()
+                | (Attr("status").eq("pending") & Attr("lease_until").lt(now))
+                | Attr("status").eq("ambiguous"),
+            )
+            return True
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+
+    def mark(self, order_id: int, status: str, **extra: Any) -> None:
+        fields = {"status": status, "updated_at": datetime.now(UTC).isoformat(timespec="seconds"), **extra}
+        self.table.update_item(
+            Key=self._key(order_id),
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields),
+            ExpressionAttributeNames={f"#{k}": k for k in fields},
+            ExpressionAttributeValues={f":{k}": v for k, v in fields.items()},
+        )

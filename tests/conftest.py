@@ -1,0 +1,170 @@
+"""Shared fixtures: DynamoDB Local (once per run), fresh tables from template.yaml, the sandboxes,
+and `live_stack`: everything wired behind a real `cswhmcs serve` on a free loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SIGNING_SECRET = "test-signing-secret-current"
+OLD_SIGNING_SECRET = "test-signing-secret-previous"
+
+# Never let a test reach real AWS.
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ["AWS_ACCESS_KEY_ID"] = "testing"
+os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
+os.environ.pop("AWS_PROFILE", None)
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "1")
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
+
+
+@pytest.fixture(scope="session")
+def ddb_endpoint() -> Iterator[str]:
+    from sandboxes.dynamodb_local import DynamoDBLocal, DynamoDBLocalUnavailable
+
+    try:
+        db = DynamoDBLocal().start()
+    except DynamoDBLocalUnavailable as exc:
+        pytest.fail(f"{exc}")
+    yield db.endpoint
+    db.stop()
+
+
+@pytest.fixture(scope="session")
+def template() -> Any:
+    from cswhmcs.local.template import Template
+
+    return Template(ROOT / "template.yaml")
+
+
+@dataclass
+class Tables:
+    endpoint: str
+    accounts: str
+    ledger: str
+    idempotency: str
+
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL_DYNAMODB": self.endpoint, "ACCOUNTS_TABLE": self.accounts,
+                "LEDGER_TABLE": self.ledger, "IDEMPOTENCY_TABLE": self.idempotency}
+
+    def settings(self, **overrides: Any) -> Any:
+        from cswhmcs.config import Settings
+
+        return Settings.model_validate({"SIGNING_SECRET": SIGNING_SECRET, **self.env(), **overrides})
+
+    def resource(self) -> Any:
+        import boto3
+
+        return boto3.resource("dynamodb", endpoint_url=self.endpoint)
+
+    def scan(self, which: str) -> list[dict[str, Any]]:
+        table = self.resource().Table(getattr(self, which))
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {}
+        while True:
+            page = table.scan(**kwargs)
+            items += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+@pytest.fixture
+def tables(ddb_endpoint: str, template: Any) -> Tables:
+    import boto3
+
+    from cswhmcs.local.template import ensure_tables
+
+    suffix = uuid.uuid4().hex[:8]
+    t = Tables(ddb_endpoint, f"accounts-{suffix}", f"ledger-{suffix}", f"idem-{suffix}")
+    client = boto3.client("dynamodb", endpoint_url=ddb_endpoint)
+    ensure_tables(template, client, {"ACCOUNTS_TABLE": t.accounts, "LEDGER_TABLE": t.ledger,
+                                     "IDEMPOTENCY_TABLE": t.idempotency})
+    return t
+
+
+@pytest.fixture
+def cs_sandbox() -> Iterator[Any]:
+    from sandboxes.computestacks import ComputeStacksSandbox
+
+    sb = ComputeStacksSandbox().start()
+    yield sb
+    sb.stop()
+
+
+@pytest.fixture
+def whmcs_sandbox() -> Iterator[Any]:
+    from sandboxes.whmcs import WhmcsSandbox
+
+    sb = WhmcsSandbox().start()
+    yield sb
+    sb.stop()
+
+
+@dataclass
+class LiveStack:
+    server: Any
+    tables: Tables
+    cs: Any
+    whmcs: Any
+    signing_secret: str = SIGNING_SECRET
+    log_lines: list[str] = field(default_factory=list)
+
+    @property
+    def api_host(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.api_host}"
+
+    def call(self, route: str, payload: Any, *, secret: str | None = None, sign: bool = True,
+             raw: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 30) -> Any:
+        import httpx
+
+        from cswhmcs.signing import sign_headers
+
+        body = raw if raw is not None else json.dumps(payload).encode()
+        h = {"Content-Type": "application/json"}
+        if sign:
+            h.update(sign_headers(secret or self.signing_secret, route, body))
+        h.update(headers or {})
+        return httpx.post(self.url + route, content=body, headers=h, timeout=timeout)
+
+
+def stack_env(tables: Tables, cs: Any, whmcs: Any, **extra: str) -> dict[str, str]:
+    return {
+        **tables.env(),
+        "SIGNING_SECRET": f"{SIGNING_SECRET},{OLD_SIGNING_SECRET}",
+        "CS_API_URL": cs.url, "CS_API_KEY": cs.api_key, "CS_API_SECRET": cs.api_secret,
+        "WHMCS_API_URL": whmcs.url, "WHMCS_API_IDENTIFIER": whmcs.identifier, "WHMCS_API_SECRET": whmcs.secret,
+        "CS_TIMEOUT": "2", "WHMCS_TIMEOUT": "2", "CONNECT_TIMEOUT": "1",
+        **extra,
+    }
+
+
+@pytest.fixture
+def live_stack(tables: Tables, cs_sandbox: Any, whmcs_sandbox: Any, template: Any,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveStack]:
+    from cswhmcs.api import reset_deps
+    from cswhmcs.local.server import LocalServer
+
+    for k, v in stack_env(tables, cs_sandbox, whmcs_sandbox).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("CONFIG_SECRET_ARN", raising=False)
+    reset_deps()
+    lines: list[str] = []
+    server = LocalServer("127.0.0.1", 0, template, log=lines.append).start()
+    stack = LiveStack(server=server, tables=tables, cs=cs_sandbox, whmcs=whmcs_sandbox, log_lines=lines)
+    yield stack
+    server.stop()
+    reset_deps()
