@@ -5,13 +5,15 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 # The Lambda runtime is python3.13: use it when this machine has it (pyenv), else say so and fall back.
-PY313 := $(shell command -v python3.13 2>/dev/null || ls $$HOME/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | tail -n1)
+# (pyenv's shim is skipped: it fails when 3.13 is installed but not selected.)
+PY313 := $(shell ls $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 2>/dev/null | tail -n1 || true)
+PY313 := $(if $(PY313),$(PY313),$(shell p=$$(command -v python3.13 2>/dev/null) && $$p -c 'import sys' 2>/dev/null && echo $$p))
 PYBASE := $(if $(PY313),$(PY313),python3)
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: setup venv node debs test test-unit test-integration test-php lint cfn-lint dev bench screenshot clean build
+.PHONY: setup venv node debs sam test test-unit test-integration test-php lint cfn-lint dev bench screenshot clean build
 
-setup: debs venv node
+setup: debs venv node sam
 	@echo "setup done: .venv/bin/cswhmcs is ready; run 'make dev' or 'make test'"
 
 venv:
@@ -43,6 +45,12 @@ test: cfn-lint
 test-unit:
 	$(VENV)/bin/pytest -q tests/unit tests/infrastructure
 
+# AWS SAM CLI in its own venv (its pins must not move the project's dependencies).
+SAMVENV := .tools/sam
+sam:
+	@if [ ! -x $(SAMVENV)/bin/sam ]; then $(PYBASE) -m venv $(SAMVENV) && $(SAMVENV)/bin/pip install -q aws-sam-cli; fi
+	@$(SAMVENV)/bin/sam --version
+
 lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
@@ -52,7 +60,7 @@ cfn-lint:
 
 # Needs aws-sam-cli (pip install aws-sam-cli) and python3.13 first on PATH.
 build:
-	PATH="$(dir $(PY313)):$$PATH" sam build
+	PATH="$(dir $(PY313)):$$PATH" $(SAMVENV)/bin/sam build
 
 dev:
 	$(PY) -m sandboxes.dev

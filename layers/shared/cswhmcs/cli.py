@@ -67,6 +67,32 @@ def _cmd_curl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sign_event(args: argparse.Namespace) -> int:
+    """Re-sign an API Gateway event file (events/*.json) with a fresh timestamp, for `sam local invoke -e`."""
+    from cswhmcs.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_headers
+
+    secret = args.secret or os.environ.get("SIGNING_SECRET", "").split(",")[0].strip()
+    if not secret:
+        print("cswhmcs sign-event: give --secret or set SIGNING_SECRET", file=sys.stderr)
+        return 2
+    with open(args.event, encoding="utf-8") as fh:
+        event = json.load(fh)
+    body = (event.get("body") or "").encode()
+    fresh = sign_headers(secret, event["resource"], body)
+    for key in ("headers",):
+        event.setdefault(key, {}).update(fresh)
+    multi = event.setdefault("multiValueHeaders", {})
+    multi[TIMESTAMP_HEADER] = [fresh[TIMESTAMP_HEADER]]
+    multi[SIGNATURE_HEADER] = [fresh[SIGNATURE_HEADER]]
+    out = json.dumps(event, indent=2, ensure_ascii=False) + "\n"
+    if args.in_place:
+        with open(args.event, "w", encoding="utf-8") as fh:
+            fh.write(out)
+    else:
+        sys.stdout.write(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cswhmcs", description="ComputeStacks integration for WHMCS: local tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     curl.add_argument("--url", default="http://127.0.0.1:3000")
     curl.add_argument("--secret")
     curl.set_defaults(func=_cmd_curl)
+
+    se = sub.add_parser("sign-event", help="re-sign an events/*.json API Gateway event with a fresh timestamp")
+    se.add_argument("event")
+    se.add_argument("--secret")
+    se.add_argument("--in-place", action="store_true")
+    se.set_defaults(func=_cmd_sign_event)
 
     try:
         from cswhmcs.billing.cli import add_billing_commands

@@ -1,0 +1,148 @@
+"""Template contract: what AWS gets is what the product needs (API.md section 3, issue 2)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cswhmcs.local.template import Template
+
+ROOT = Path(__file__).resolve().parents[2]
+API_ROUTES = {
+    "/v1/accounts/create", "/v1/accounts/suspend", "/v1/accounts/unsuspend", "/v1/accounts/terminate",
+    "/v1/accounts/change-password", "/v1/accounts/change-package", "/v1/accounts/sso", "/v1/accounts/overview",
+    "/v1/accounts/list", "/v1/user-groups", "/v1/connection/test", "/v1/hooks/order-paid",
+}
+
+
+@pytest.fixture(scope="module")
+def tpl() -> Template:
+    return Template(ROOT / "template.yaml")
+
+
+def functions(tpl: Template) -> dict[str, Any]:
+    return {k: v for k, v in tpl.resources.items() if v["Type"] == "AWS::Serverless::Function"}
+
+
+def test_one_function_per_route_on_the_rest_api(tpl: Template) -> None:
+    routes = tpl.api_routes()
+    assert {r.path for r in routes} == API_ROUTES
+    assert len({r.function for r in routes}) == 12
+    assert all(r.method == "POST" for r in routes)
+    for r in routes:
+        assert (r.code_uri / "app.py").is_file(), r.function
+    assert tpl.data["Globals"]["Function"]["Runtime"] == "python3.13"
+    assert tpl.resources["IntegrationApi"]["Type"] == "AWS::Serverless::Api"
+
+
+def test_data_tables_are_on_demand_recoverable_and_retained(tpl: Template) -> None:
+    tables = {t.logical_id: tpl.resources[t.logical_id] for t in tpl.tables()}
+    assert set(tables) == {"AccountsTable", "LedgerTable", "IdempotencyTable"}
+    for name, res in tables.items():
+        props = res["Properties"]
+        assert props["BillingMode"] == "PAY_PER_REQUEST", name
+        assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True, name
+        assert res["DeletionPolicy"] == "Retain", name
+    assert tables["IdempotencyTable"]["Properties"]["TimeToLiveSpecification"] == {
+        "AttributeName": "expiration", "Enabled": True}
+    # Money records never expire.
+    assert "TimeToLiveSpecification" not in tables["LedgerTable"]["Properties"]
+
+
+def test_each_table_is_named_to_the_functions_through_the_environment(tpl: Template) -> None:
+    assert {t.env_var for t in tpl.tables()} == {"ACCOUNTS_TABLE", "LEDGER_TABLE", "IDEMPOTENCY_TABLE"}
+
+
+def month_end_schedule(tpl: Template) -> dict[str, Any]:
+    props: dict[str, Any] = tpl.resources["BillingPlannerFunction"]["Properties"]["Events"]["MonthEnd"]
+    return props
+
+
+def test_month_end_schedule_is_scheduler_v2_with_retries_dlq_and_time_zone(tpl: Template) -> None:
+    event = month_end_schedule(tpl)
+    assert event["Type"] == "ScheduleV2"
+    p = event["Properties"]
+    assert p["ScheduleExpression"] == "cron(0 23 L * ? *)"
+    assert p["ScheduleExpressionTimezone"] == {"Ref": "BillingTimezone"}
+    assert tpl.data["Parameters"]["BillingTimezone"]["Default"] == "UTC"
+    assert p["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    assert "Arn" in p["DeadLetterConfig"]
+    # The run's as-of is the scheduled time, never now().
+    assert "<aws.scheduler.scheduled-time>" in json.loads(p["Input"])["scheduled_time"]
+
+
+def test_month_end_cron_fires_on_the_last_day_of_each_month_at_23_00() -> None:
+    # Given the template's own expression (cfn-lint does not check cron semantics)
+    from pyawscron import AWSCron
+
+    expr = month_end_schedule(Template(ROOT / "template.yaml"))["Properties"]["ScheduleExpression"]
+    inner = re.fullmatch(r"cron\((.*)\)", expr)
+    assert inner
+    cron = AWSCron(inner.group(1))
+    # When: the next 14 occurrences from mid-November 2026 (through a leap February in 2028? no: 2027's 28th)
+    runs = []
+    dt = datetime(2026, 11, 15, tzinfo=UTC)
+    for _ in range(14):
+        dt = cron.occurrence(dt).next()
+        runs.append(dt)
+    # Then: each is 23:00 on the month's last day
+    import calendar
+
+    for run in runs:
+        assert (run.hour, run.minute) == (23, 0)
+        assert run.day == calendar.monthrange(run.year, run.month)[1], run
+    assert [r.strftime("%Y-%m-%d") for r in runs[:4]] == ["2026-11-30", "2026-12-31", "2027-01-31", "2027-02-28"]
+
+
+def test_billing_worker_reports_partial_failures_with_capped_concurrency_and_a_dlq(tpl: Template) -> None:
+    worker = tpl.resources["BillingWorkerFunction"]["Properties"]
+    event = worker["Events"]["Work"]
+    assert event["Type"] == "SQS"
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert "MaximumConcurrency" in event["Properties"]["ScalingConfig"]
+    queue = tpl.resources["BillingWorkQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["BillingWorkDLQ", "Arn"]}
+
+
+def test_secrets_come_from_secrets_manager_never_parameters_or_plain_env(tpl: Template) -> None:
+    params = " ".join(tpl.data["Parameters"]).lower()
+    for word in ("secret", "password", "key", "token"):
+        assert word not in params
+    env = tpl.global_env()
+    assert env["CONFIG_SECRET_ARN"] == {"Ref": "ConfigSecret"}
+    for name in ("CS_API_KEY", "CS_API_SECRET", "WHMCS_API_SECRET", "WHMCS_API_IDENTIFIER", "SIGNING_SECRET"):
+        assert name not in env
+    for name, fn in functions(tpl).items():
+        assert {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "ConfigSecret"}}} in \
+            fn["Properties"]["Policies"], name
+
+
+def test_policies_are_least_privilege(tpl: Template) -> None:
+    for name, fn in functions(tpl).items():
+        for policy in fn["Properties"]["Policies"]:
+            assert "DynamoDBCrudPolicy" not in policy, name
+            for stmt in policy.get("Statement", []):
+                actions = stmt["Action"] if isinstance(stmt["Action"], list) else [stmt["Action"]]
+                assert all(a != "*" and not a.endswith(":*") for a in actions), name
+                assert stmt["Resource"] != "*", name
+                assert "dynamodb:DeleteItem" not in actions, name
+                assert "dynamodb:Scan" not in actions or name == "BillingPlannerFunction", name
+
+
+def test_api_functions_time_out_before_api_gateway_does(tpl: Template) -> None:
+    assert tpl.data["Globals"]["Function"]["Timeout"] < 29
+    for route in tpl.api_routes():
+        assert "Timeout" not in tpl.resources[route.function]["Properties"]
+
+
+def test_cfn_lint_passes() -> None:
+    from cfnlint.api import lint_file
+
+    matches = lint_file(ROOT / "template.yaml")
+    assert [str(m) for m in matches] == []

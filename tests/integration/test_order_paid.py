@@ -1,0 +1,131 @@
+"""OrderPaid: deposit -> WHMCS credit, exactly once (issue 3)."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.conftest import LiveStack
+
+pytestmark = pytest.mark.integration
+
+
+def seed_order(stack: LiveStack, *, currency: str = "USD", amounts: tuple[str, ...] = ("25.00",),
+               status: str = "Paid", module: str = "computestacks") -> dict[str, Any]:
+    client = stack.whmcs.add_client("Ann", "Lee", f"ann.{currency.lower()}@example.org", currency_code=currency)
+    product = stack.whmcs.add_product("Cloud Account", module=module, configoption2="on")
+    services = [stack.whmcs.add_service(client["id"], product["id"], username=f"s{i}@example.org")
+                for i in range(len(amounts))]
+    order_id, invoice_id = stack.whmcs.add_order(client["id"], [s["id"] for s in services], amounts=list(amounts),
+                                                 status=status)
+    return {"client": client, "services": services, "orderId": order_id, "invoiceId": invoice_id,
+            "body": {"orderId": order_id, "invoiceId": invoice_id, "userId": client["id"],
+                     "lines": [{"serviceid": s["id"], "apply_credit": True} for s in services]}}
+
+
+def credits_for(stack: LiveStack, client_id: int) -> list[dict[str, Any]]:
+    return [c for c in stack.whmcs.credits if int(c.get("clientid", c.get("client_id", 0))) == client_id]
+
+
+def test_a_paid_deposit_is_credited_once_in_the_clients_currency(live_stack: LiveStack) -> None:
+    # Given a paid EUR order with two ComputeStacks lines
+    o = seed_order(live_stack, currency="EUR", amounts=("25.00", "10.50"))
+    # When the hook is delivered twice
+    first = live_stack.call("/v1/hooks/order-paid", o["body"])
+    second = live_stack.call("/v1/hooks/order-paid", o["body"])
+    # Then one credit of 35.50, described with the order, and both answers agree
+    assert first.status_code == 200, first.text
+    assert first.json() == second.json() == {"result": "success", "credited": "35.50", "currency": "EUR"}
+    credits = credits_for(live_stack, o["client"]["id"])
+    assert len(credits) == 1
+    assert Decimal(str(credits[0]["amount"])) == Decimal("35.50")
+    assert credits[0]["description"] == f"Credit for Cloud Services Order #{o['orderId']}"
+
+
+def test_lines_with_apply_credit_off_are_not_credited(live_stack: LiveStack) -> None:
+    o = seed_order(live_stack, amounts=("25.00", "10.50"))
+    o["body"]["lines"][1]["apply_credit"] = False
+    assert live_stack.call("/v1/hooks/order-paid", o["body"]).json()["credited"] == "25.00"
+
+
+def test_without_lines_the_backend_finds_the_computestacks_services_itself(live_stack: LiveStack) -> None:
+    o = seed_order(live_stack, amounts=("20.00",))
+    other = seed_order(live_stack, currency="GBP", amounts=("99.00",), module="cpanel")
+    body = {k: v for k, v in o["body"].items() if k != "lines"}
+    assert live_stack.call("/v1/hooks/order-paid", body).json()["credited"] == "20.00"
+    body = {k: v for k, v in other["body"].items() if k != "lines"}
+    assert live_stack.call("/v1/hooks/order-paid", body).json()["credited"] == "0.00"
+    assert credits_for(live_stack, other["client"]["id"]) == []
+
+
+def test_an_unpaid_invoice_credits_nothing_and_writes_nothing(live_stack: LiveStack) -> None:
+    o = seed_order(live_stack, status="Unpaid")
+    resp = live_stack.call("/v1/hooks/order-paid", o["body"])
+    assert resp.json() == {"result": "success", "credited": "0.00", "currency": "USD"}
+    assert live_stack.whmcs.credits == [] and live_stack.tables.scan("ledger") == []
+
+
+def test_a_line_not_on_the_invoice_credits_nothing(live_stack: LiveStack) -> None:
+    o = seed_order(live_stack)
+    o["body"]["lines"] = [{"serviceid": 987654, "apply_credit": True}]
+    assert live_stack.call("/v1/hooks/order-paid", o["body"]).json()["credited"] == "0.00"
+    assert live_stack.whmcs.credits == []
+
+
+def test_an_invoice_of_another_client_is_refused(live_stack: LiveStack) -> None:
+    o = seed_order(live_stack)
+    o["body"]["userId"] = o["client"]["id"] + 1000
+    resp = live_stack.call("/v1/hooks/order-paid", o["body"])
+    assert resp.status_code == 422 and "invoiceId" not in resp.json()["message"].lower() or resp.status_code == 422
+    assert live_stack.whmcs.credits == []
+
+
+def test_missing_order_fields_are_422_naming_the_field(live_stack: LiveStack) -> None:
+    resp = live_stack.call("/v1/hooks/order-paid", {"invoiceId": 1, "userId": 1})
+    assert resp.status_code == 422 and "orderId" in resp.json()["message"]
+
+
+def test_concurrent_duplicate_deliveries_credit_once(live_stack: LiveStack) -> None:
+    # Given a paid order and a slow WHMCS, so the deliveries overlap
+    o = seed_order(live_stack, amounts=("40.00",))
+    live_stack.whmcs.latency = 0.2
+    results: list[Any] = []
+
+    def deliver() -> None:
+        results.append(live_stack.call("/v1/hooks/order-paid", o["body"]))
+
+    threads = [threading.Thread(target=deliver) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    live_stack.whmcs.latency = 0
+    # Then exactly one credit, and every delivery that answered 200 says 40.00
+    assert len(credits_for(live_stack, o["client"]["id"])) == 1
+    assert all(r.json()["credited"] == "40.00" for r in results if r.status_code == 200)
+    assert all(r.status_code in (200, 409) for r in results)
+
+
+def test_a_credit_whose_answer_was_lost_is_confirmed_not_repeated(live_stack: LiveStack) -> None:
+    # Given WHMCS applies AddCredit but answers too late
+    o = seed_order(live_stack, amounts=("15.00",))
+    live_stack.whmcs.timeout_after_commit_next(1, delay=2.5, actions=["AddCredit"])
+    # When the hook is delivered (and again later)
+    first = live_stack.call("/v1/hooks/order-paid", o["body"])
+    second = live_stack.call("/v1/hooks/order-paid", o["body"])
+    # Then GetCredits confirmed it: one credit
+    assert first.status_code == 200, first.text
+    assert second.json()["credited"] == "15.00"
+    assert len(credits_for(live_stack, o["client"]["id"])) == 1
+
+
+def test_a_whmcs_failure_leaves_the_order_creditable_later(live_stack: LiveStack) -> None:
+    o = seed_order(live_stack, amounts=("12.00",))
+    live_stack.whmcs.fail_next(1, status=500, actions=["AddCredit"])
+    assert live_stack.call("/v1/hooks/order-paid", o["body"]).status_code == 502
+    assert live_stack.whmcs.credits == []
+    assert live_stack.call("/v1/hooks/order-paid", o["body"]).json()["credited"] == "12.00"
+    assert len(credits_for(live_stack, o["client"]["id"])) == 1
