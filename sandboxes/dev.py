@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 
-DEV_SIGNING_SECRET = "dev-signing-secret"
+DEV_SIGNING_SECRET = "dev-signing-secret"  # noqa: S105 - documented local-only secret
 
 
 def main() -> int:

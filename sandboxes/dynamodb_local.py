@@ -58,7 +58,7 @@ class DynamoDBLocal:
         import boto3
 
         client = boto3.client("dynamodb", endpoint_url=self.endpoint, region_name="us-east-1",
-                              aws_access_key_id="local", aws_secret_access_key="local")
+                              aws_access_key_id="local", aws_secret_access_key="local")  # noqa: S106
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise DynamoDBLocalUnavailable(f"DynamoDB Local exited with code {self.proc.returncode}")

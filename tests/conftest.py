@@ -81,7 +81,6 @@ class Tables:
 @pytest.fixture
 def tables(ddb_endpoint: str, template: Any) -> Tables:
     import boto3
-
     from cswhmcs.local.template import ensure_tables
 
     suffix = uuid.uuid4().hex[:8]
@@ -118,6 +117,7 @@ class LiveStack:
     whmcs: Any
     signing_secret: str = SIGNING_SECRET
     log_lines: list[str] = field(default_factory=list)
+    _last_ts: int = 0
 
     @property
     def api_host(self) -> str:
@@ -130,13 +130,17 @@ class LiveStack:
     def call(self, route: str, payload: Any, *, secret: str | None = None, sign: bool = True,
              raw: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 30) -> Any:
         import httpx
-
         from cswhmcs.signing import sign_headers
 
         body = raw if raw is not None else json.dumps(payload).encode()
         h = {"Content-Type": "application/json"}
         if sign:
-            h.update(sign_headers(secret or self.signing_secret, route, body))
+            # Each call gets its own timestamp (as a real client's retry seconds later would), so that
+            # identical bodies sent within one second are not taken for a replay.
+            import time
+
+            self._last_ts = max(int(time.time()), self._last_ts + 1)
+            h.update(sign_headers(secret or self.signing_secret, route, body, now=self._last_ts))
         h.update(headers or {})
         return httpx.post(self.url + route, content=body, headers=h, timeout=timeout)
 

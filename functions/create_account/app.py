@@ -1,6 +1,9 @@
-"""Lambda entry point for POST /v1/accounts/create: wiring only; the logic is cswhmcs.accounts.provisioning.create_account."""
+"""POST /v1/accounts/create: wiring only.
 
-from cswhmcs.api import make_handler
+The logic is cswhmcs.accounts.provisioning.create_account.
+"""
+
 from cswhmcs.accounts.provisioning import create_account
+from cswhmcs.api import make_handler
 
 lambda_handler = make_handler("/v1/accounts/create", create_account)

@@ -1,4 +1,7 @@
-"""Lambda entry point for POST /v1/hooks/order-paid: wiring only; the logic is cswhmcs.credit.order_paid."""
+"""POST /v1/hooks/order-paid: wiring only.
+
+The logic is cswhmcs.credit.order_paid.
+"""
 
 from cswhmcs.api import make_handler
 from cswhmcs.credit import order_paid

@@ -1,6 +1,9 @@
-"""Lambda entry point for POST /v1/connection/test: wiring only; the logic is cswhmcs.accounts.connection.test_connection."""
+"""POST /v1/connection/test: wiring only.
 
-from cswhmcs.api import make_handler
+The logic is cswhmcs.accounts.connection.test_connection.
+"""
+
 from cswhmcs.accounts.connection import test_connection
+from cswhmcs.api import make_handler
 
 lambda_handler = make_handler("/v1/connection/test", test_connection)

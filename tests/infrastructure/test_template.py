@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from cswhmcs.local.template import Template
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
 from cswhmcs.api import reset_deps
+
 from tests.conftest import LiveStack
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ def test_create_resolves_the_currency_from_its_whmcs_id_when_no_code_is_given(li
     eur = next(c for c in live_stack.whmcs.currencies if c["code"] == "EUR")
     body = create(live_stack, clientsdetails=client_details(currency=eur["id"], currency_code=""))
     assert live_stack.cs.users[body["cs_user_id"]]["currency"] == "EUR"
-    assert "GetCurrencies" in live_stack.whmcs.actions_called
+    assert "GetCurrencies" in live_stack.whmcs.actions_called()
 
 
 def test_create_with_an_email_taken_by_another_user_is_409(live_stack: LiveStack) -> None:
@@ -187,8 +187,8 @@ def test_sso_returns_a_percent_encoded_login_url_with_a_fresh_token(live_stack: 
 def test_overview_in_the_accounts_currency(live_stack: LiveStack) -> None:
     # Given a EUR account with a run rate and unbilled usage in long decimals
     uid = create(live_stack, clientsdetails=client_details(currency=2, currency_code="EUR"))["cs_user_id"]
-    live_stack.cs.users[uid].update({"run_rate": "12.3", "deployments": 2, "container_services": 5})
-    live_stack.cs.users[uid].setdefault("services", {}).update({"deployments": 2, "container_services": 5})
+    services = {**live_stack.cs.users[uid]["services"], "deployments": 2, "container_services": 5}
+    live_stack.cs.set_user_fields(uid, run_rate="12.3", services=services)
     for total in ("0.02054795", "1.00000001", "3.5"):
         live_stack.cs.add_usage(uid, product_name="containerm", subscription_product_id=1, total=total, qty="1",
                                 period_start="2026-11-01T00:00:00Z", period_end="2026-11-01T03:00:00Z")
@@ -223,7 +223,8 @@ def test_an_imported_account_is_found_by_username_and_gets_its_mapping(live_stac
 
 def test_an_account_is_found_by_external_id_then_by_label(live_stack: LiveStack) -> None:
     by_ext = live_stack.cs.add_user("x1@example.org", "X", "One", external_id="501")
-    by_label = live_stack.cs.add_user("x2@example.org", "X", "Two", labels={"whmcs": {"client_id": 7, "service_id": 502}})
+    by_label = live_stack.cs.add_user("x2@example.org", "X", "Two",
+                                      labels={"whmcs": {"client_id": 7, "service_id": 502}})
     assert live_stack.call("/v1/accounts/suspend", params(serviceid=501)).status_code == 200
     assert live_stack.call("/v1/accounts/suspend", params(serviceid=502)).status_code == 200
     assert live_stack.cs.users[by_ext["id"]]["active"] is False
@@ -301,13 +302,15 @@ def test_computestacks_credential_failure_is_502_with_the_documented_message(
     assert resp.json()["message"].startswith("ComputeStacks rejected the API credentials")
 
 
-def test_computestacks_5xx_is_502_and_a_timeout_is_504(live_stack: LiveStack) -> None:
+def test_computestacks_5xx_is_502_and_a_timeout_is_504(live_stack: LiveStack,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     create(live_stack)
     live_stack.cs.fail_next(10, status=503)
     resp = live_stack.call("/v1/accounts/suspend", params())
     assert resp.status_code == 502 and "ComputeStacks" in resp.json()["message"]
     live_stack.cs.fail_next(0)
-    live_stack.cs.latency = 2.5
+    reconfigure(live_stack, monkeypatch, CS_TIMEOUT="0.3")
+    live_stack.cs.latency = 0.6
     resp = live_stack.call("/v1/accounts/overview", params())
     live_stack.cs.latency = 0
     assert resp.status_code == 504 and "ComputeStacks" in resp.json()["message"]

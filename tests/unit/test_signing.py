@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from cswhmcs.errors import Unauthorized
 from cswhmcs.signing import compute_signature, sign_headers, verify
 

@@ -74,7 +74,7 @@ class ServiceParams(BaseModel):
 
 
 class CreateParams(ServiceParams):
-    clientsdetails: ClientDetails  # type: ignore[assignment]
+    clientsdetails: ClientDetails
     password: str = ""
 
 

@@ -219,7 +219,8 @@ class LocalServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.httpd.server_address[0]}:{self.port}"
+        host = self.httpd.server_address[0]
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{self.port}"
 
     def start(self) -> LocalServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="cswhmcs-serve", daemon=True)
