@@ -223,7 +223,9 @@ class LocalServer:
         return f"http://{host.decode() if isinstance(host, bytes) else host}:{self.port}"
 
     def start(self) -> LocalServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="cswhmcs-serve", daemon=True)
+        # A short poll interval so stop() returns at once (tests start and stop many servers).
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="cswhmcs-serve", daemon=True)
         self._thread.start()
         return self
 
