@@ -124,12 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--in-place", action="store_true")
     se.set_defaults(func=_cmd_sign_event)
 
-    try:
-        from cswhmcs.billing.cli import add_billing_commands
-    except ImportError:  # billing not installed in this build
-        add_billing_commands = None
-    if add_billing_commands is not None:
-        add_billing_commands(sub)
+    from cswhmcs.billing.cli import add_billing_commands
+
+    add_billing_commands(sub)
     return parser
 
 

@@ -1,0 +1,98 @@
+"""Screenshot of the client area panel: `make screenshot` -> artifacts/clientarea.png (not committed).
+
+Renders clientarea.tpl with Debian's Smarty 3 from sample overview values, wraps it in a page styled
+by Bootstrap (the npm package in node_modules, installed by `make setup`) laid out like a WHMCS
+product details page, and has headless Chromium take the picture. Not a test: a look for humans.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+
+from test_template import SAMPLE_VARS, render_clientarea  # noqa: E402 - after the path tweak
+
+CSS = ROOT / "node_modules" / "bootstrap" / "dist" / "css" / "bootstrap.min.css"
+OUT = ROOT / "artifacts" / "clientarea.png"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars", "--window-size=1200,900",
+]
+
+
+def page(panel: str) -> str:
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Product Details - Client Area</title>
+<link rel="stylesheet" href="{CSS.as_uri()}">
+<style>body {{ background: #f6f7f9; }} .sidebar .list-group-item {{ font-size: .9rem; }}</style>
+</head><body>
+<nav class="navbar navbar-dark bg-dark mb-4"><div class="container">
+  <span class="navbar-brand">Example Hosting</span><span class="navbar-text">Client Area</span>
+</div></nav>
+<div class="container">
+  <nav aria-label="breadcrumb"><ol class="breadcrumb">
+    <li class="breadcrumb-item">Portal Home</li><li class="breadcrumb-item">Client Area</li>
+    <li class="breadcrumb-item">My Products &amp; Services</li>
+    <li class="breadcrumb-item active">Product Details</li></ol></nav>
+  <div class="row">
+    <div class="col-md-3 sidebar">
+      <div class="card mb-3"><div class="card-header">Overview</div>
+        <div class="list-group list-group-flush">
+          <span class="list-group-item active">Information</span>
+          <span class="list-group-item">Upgrade/Downgrade</span>
+          <span class="list-group-item">Request Cancellation</span>
+        </div></div>
+    </div>
+    <div class="col-md-9">
+      <div class="card mb-3"><div class="card-body">
+        <h4 class="mb-1">Cloud Hosting</h4><div class="text-muted mb-2">Cloud</div>
+        <span class="badge bg-success">Active</span>
+        <dl class="row mt-3 mb-0 small">
+          <dt class="col-sm-3">Registration Date</dt><dd class="col-sm-9">01/03/2024</dd>
+          <dt class="col-sm-3">Recurring Amount</dt><dd class="col-sm-9">€0.00 EUR</dd>
+        </dl></div></div>
+      {panel}
+    </div>
+  </div>
+</div>
+</body></html>
+"""
+
+
+def main() -> int:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        print("chromium is missing: apt-get install -y chromium", file=sys.stderr)
+        return 1
+    if not CSS.is_file():
+        print(f"{CSS} is missing: run `npm install` (or `make setup`)", file=sys.stderr)
+        return 1
+    panel = render_clientarea(SAMPLE_VARS)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="cs-screenshot-") as tmp:
+        doc = Path(tmp) / "clientarea.html"
+        doc.write_text(page(panel), encoding="utf-8")
+        profile = Path(tmp) / "profile"
+        proc = subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={OUT}", doc.as_uri()],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    if proc.returncode != 0 or not OUT.is_file():
+        print(html.unescape(proc.stderr[-2000:]), file=sys.stderr)
+        return proc.returncode or 1
+    print(f"wrote {OUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+<?php
+/**
+ * ComputeStacks module hooks.
+ *
+ * OrderPaid: tells the backend which lines of the paid order are ComputeStacks services and whether
+ * their product has "Apply Credit" ticked (configoption2), so the backend can turn the deposit into
+ * account credit (API.md section 3, /v1/hooks/order-paid). The backend checks the invoice itself and
+ * credits an order at most once, so a repeated hook is harmless.
+ *
+ * Assumptions (WHMCS internals the public API does not expose):
+ * - Product module and Module Settings are read from tblproducts (servertype, configoption2) through
+ *   WHMCS\Database\Capsule; without Capsule the module comes from localAPI GetProducts and Apply
+ *   Credit counts as ticked (its default).
+ * - The server record (hostname, secure, access hash) comes from WHMCS\Module\Server::buildParams(),
+ *   which returns the same decrypted server* keys the module functions get; failing that, from
+ *   tblservers, whose accesshash column WHMCS stores as entered (only the password column is
+ *   encrypted), so it is used as is.
+ * Nothing here ever throws into WHMCS: failures go to the Activity Log and the Module Log.
+ */
+
+if (!defined('WHMCS')) {
+    die('This file cannot be accessed directly');
+}
+
+require_once __DIR__ . '/lib/Client.php';
+
+if (!function_exists('computestacks_handle_order_paid')) {
+    /**
+     * The real WHMCS lookups; the test driver replaces any of them.
+     *
+     * @return array<string, callable>
+     */
+    function computestacks_order_paid_default_deps()
+    {
+        return array(
+            'order_services' => 'computestacks_order_paid_services',
+            'product' => 'computestacks_order_paid_product',
+            'server_params' => 'computestacks_order_paid_server_params',
+            'send' => function (array $serverParams, array $payload) {
+                return \CSWhmcs\Client::fromParams($serverParams)->call('OrderPaid', '/v1/hooks/order-paid', $payload);
+            },
+            'log_activity' => function ($message, $clientId) {
+                if (function_exists('logActivity')) {
+                    logActivity($message, $clientId);
+                }
+            },
+        );
+    }
+
+    /**
+     * The order's services, from GetClientsProducts of the paying client, all pages.
+     *
+     * @param int $orderId
+     * @param int $clientId
+     * @return array[] each ['serviceid' => int, 'pid' => int, 'serverid' => int]
+     * @throws \RuntimeException when WHMCS answers with an error
+     */
+    function computestacks_order_paid_services($orderId, $clientId)
+    {
+        $services = array();
+        $start = 0;
+        $pageSize = 100;
+        for ($page = 0; $page < 1000; $page++) {
+            $result = localAPI('GetClientsProducts', array(
+                'clientid' => $clientId,
+                'limitstart' => $start,
+                'limitnum' => $pageSize,
+            ));
+            if (!is_array($result) || !isset($result['result']) || $result['result'] !== 'success') {
+                $message = is_array($result) && isset($result['message']) ? (string) $result['message'] : 'no answer';
+                throw new \RuntimeException('GetClientsProducts failed: ' . $message);
+            }
+            $products = array();
+            if (isset($result['products']['product']) && is_array($result['products']['product'])) {
+                $products = $result['products']['product'];
+            }
+            foreach ($products as $product) {
+                if (!is_array($product) || !isset($product['orderid']) || (int) $product['orderid'] !== (int) $orderId) {
+                    continue;
+                }
+                $services[] = array(
+                    'serviceid' => (int) (isset($product['id']) ? $product['id'] : 0),
+                    'pid' => (int) (isset($product['pid']) ? $product['pid'] : 0),
+                    'serverid' => (int) (isset($product['serverid']) ? $product['serverid'] : 0),
+                );
+            }
+            $returned = isset($result['numreturned']) ? (int) $result['numreturned'] : count($products);
+            $total = isset($result['totalresults']) ? (int) $result['totalresults'] : 0;
+            $start += $returned;
+            if ($returned <= 0 || $start >= $total) {
+                break;
+            }
+        }
+        return $services;
+    }
+
+    /**
+     * A product's module and Apply Credit setting.
+     *
+     * @param int $pid
+     * @return array|null ['module' => string, 'apply_credit' => bool], null when unknown
+     */
+    function computestacks_order_paid_product($pid)
+    {
+        if (class_exists('WHMCS\Database\Capsule')) {
+            $row = \WHMCS\Database\Capsule::table('tblproducts')
+                ->where('id', (int) $pid)
+                ->first(array('servertype', 'configoption2'));
+            if (!$row) {
+                return null;
+            }
+            return array(
+                'module' => (string) $row->servertype,
+                'apply_credit' => \CSWhmcs\Client::truthy($row->configoption2),
+            );
+        }
+        $result = localAPI('GetProducts', array('pid' => (int) $pid));
+        if (!is_array($result) || !isset($result['products']['product']) || !is_array($result['products']['product'])) {
+            return null;
+        }
+        foreach ($result['products']['product'] as $product) {
+            if (is_array($product) && isset($product['pid']) && (int) $product['pid'] === (int) $pid) {
+                // GetProducts does not expose Module Settings: Apply Credit takes its default (ticked).
+                return array('module' => (string) (isset($product['module']) ? $product['module'] : ''), 'apply_credit' => true);
+            }
+        }
+        return null;
+    }
+
+    /**
+     * The server record of a service, as server* keys.
+     *
+     * @param int $serviceId
+     * @param int $serverId
+     * @return array|null
+     */
+    function computestacks_order_paid_server_params($serviceId, $serverId)
+    {
+        if (class_exists('WHMCS\Module\Server')) {
+            try {
+                $server = new \WHMCS\Module\Server();
+                $server->loadByServiceID((int) $serviceId);
+                $params = $server->buildParams();
+                if (is_array($params) && (!empty($params['serverhostname']) || !empty($params['serverip']))) {
+                    return $params;
+                }
+            } catch (\Throwable $e) {
+                // fall through to the table
+            }
+        }
+        if ($serverId > 0 && class_exists('WHMCS\Database\Capsule')) {
+            $row = \WHMCS\Database\Capsule::table('tblservers')
+                ->where('id', (int) $serverId)
+                ->first(array('hostname', 'ipaddress', 'secure', 'accesshash'));
+            if ($row) {
+                return array(
+                    'serverhostname' => (string) $row->hostname,
+                    'serverip' => (string) $row->ipaddress,
+                    'serversecure' => \CSWhmcs\Client::truthy($row->secure),
+                    'serveraccesshash' => (string) $row->accesshash,
+                );
+            }
+        }
+        return null;
+    }
+
+    /**
+     * Builds the order's ComputeStacks lines and posts them to the backend of their server.
+     *
+     * @param array $vars the OrderPaid hook variables: orderId, invoiceId, userId
+     * @param array $deps replacements for computestacks_order_paid_default_deps()
+     * @return array what happened, for tests and logs: ['posted' => [...], 'errors' => [...]]
+     */
+    function computestacks_handle_order_paid(array $vars, array $deps = array())
+    {
+        $deps = array_merge(computestacks_order_paid_default_deps(), $deps);
+        $orderId = isset($vars['orderId']) ? (int) $vars['orderId'] : 0;
+        $invoiceId = isset($vars['invoiceId']) ? (int) $vars['invoiceId'] : 0;
+        $clientId = isset($vars['userId']) ? (int) $vars['userId'] : 0;
+        $summary = array('posted' => array(), 'errors' => array());
+        $fail = function ($message) use (&$summary, $deps, $clientId, $orderId) {
+            $summary['errors'][] = $message;
+            $text = 'ComputeStacks: order #' . $orderId . ' deposit credit failed: ' . $message;
+            try {
+                call_user_func($deps['log_activity'], $text, $clientId);
+            } catch (\Throwable $ignored) {
+            }
+            if (function_exists('logModuleCall')) {
+                try {
+                    logModuleCall('computestacks', 'OrderPaid', array('orderId' => $orderId), $message, array(), array());
+                } catch (\Throwable $ignored) {
+                }
+            }
+        };
+
+        if ($orderId <= 0 || $clientId <= 0) {
+            $fail('the hook gave no order or client id.');
+            return $summary;
+        }
+
+        try {
+            $services = call_user_func($deps['order_services'], $orderId, $clientId);
+        } catch (\Throwable $e) {
+            $fail('could not list the order\'s services: ' . $e->getMessage());
+            return $summary;
+        }
+
+        $products = array();
+        $groups = array();
+        foreach ((array) $services as $service) {
+            $serviceId = (int) $service['serviceid'];
+            $pid = (int) $service['pid'];
+            try {
+                if (!array_key_exists($pid, $products)) {
+                    $products[$pid] = call_user_func($deps['product'], $pid);
+                }
+                $product = $products[$pid];
+                if (!is_array($product) || strtolower((string) $product['module']) !== 'computestacks') {
+                    continue;
+                }
+                $server = call_user_func($deps['server_params'], $serviceId, (int) $service['serverid']);
+            } catch (\Throwable $e) {
+                $fail('could not read service #' . $serviceId . ': ' . $e->getMessage());
+                continue;
+            }
+            if (!is_array($server)) {
+                $fail('service #' . $serviceId . ' has no ComputeStacks server assigned.');
+                continue;
+            }
+            // One request per backend: it credits an order at most once, so every line must travel together.
+            $client = \CSWhmcs\Client::fromParams($server);
+            $key = $client->baseUrl() . '|'
+                . hash('sha256', \CSWhmcs\Client::firstSecret(
+                    isset($server['serveraccesshash']) ? (string) $server['serveraccesshash'] : ''
+                ));
+            if (!isset($groups[$key])) {
+                $groups[$key] = array('server' => $server, 'lines' => array());
+            }
+            $groups[$key]['lines'][] = array('serviceid' => $serviceId, 'apply_credit' => (bool) $product['apply_credit']);
+        }
+
+        foreach ($groups as $group) {
+            $payload = array(
+                'orderId' => $orderId,
+                'invoiceId' => $invoiceId,
+                'userId' => $clientId,
+                'lines' => $group['lines'],
+            );
+            try {
+                $response = call_user_func($deps['send'], $group['server'], $payload);
+            } catch (\Throwable $e) {
+                $fail($e->getMessage());
+                continue;
+            }
+            $credited = isset($response['credited']) && is_scalar($response['credited']) ? (string) $response['credited'] : '0.00';
+            $currency = isset($response['currency']) && is_scalar($response['currency']) ? (string) $response['currency'] : '';
+            $summary['posted'][] = array('payload' => $payload, 'credited' => $credited, 'currency' => $currency);
+            if ($credited !== '' && (float) $credited > 0) {
+                try {
+                    call_user_func(
+                        $deps['log_activity'],
+                        // The backend answers a repeated hook the same way, so this states the total, not news.
+                        'ComputeStacks: order #' . $orderId . ' deposit credit is ' . trim($credited . ' ' . $currency) . '.',
+                        $clientId
+                    );
+                } catch (\Throwable $ignored) {
+                }
+            }
+        }
+        return $summary;
+    }
+}
+
+add_hook('OrderPaid', 1, function ($vars) {
+    try {
+        computestacks_handle_order_paid(is_array($vars) ? $vars : array());
+    } catch (\Throwable $e) {
+        if (function_exists('logActivity')) {
+            logActivity('ComputeStacks: OrderPaid hook failed: ' . $e->getMessage());
+        }
+    }
+});
