@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -12,8 +14,30 @@ from tests.integration.test_accounts import params
 pytestmark = pytest.mark.integration
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def emitted() -> Iterator[_Collect]:
+    """Every line the service logger emits, formatted exactly as Lambda would write it (JSON)."""
+    from cswhmcs.observability import logger
+
+    handler = _Collect()
+    handler.setFormatter(logger.registered_formatter)
+    base = logging.getLogger(logger.name)
+    base.addHandler(handler)
+    yield handler
+    base.removeHandler(handler)
+
+
 def test_a_whole_session_logs_no_secret(live_stack: LiveStack, capfd: pytest.CaptureFixture[str],
-                                        caplog: pytest.LogCaptureFixture) -> None:
+                                        emitted: _Collect) -> None:
     # Given a flow that handles a password, an SSO token and every credential, including failures
     password, new_password = "Pw-Create-123456", "Pw-Change-654321"
     live_stack.call("/v1/accounts/create", {**params(), "password": password})
@@ -26,9 +50,10 @@ def test_a_whole_session_logs_no_secret(live_stack: LiveStack, capfd: pytest.Cap
     live_stack.call("/v1/accounts/create", {**params(serviceid=43), "password": password}, secret="wrong")
     # When we read everything that was logged
     out, err = capfd.readouterr()
-    logged = out + err + caplog.text + "\n".join(live_stack.log_lines)
+    logged = out + err + "\n".join(emitted.lines) + "\n".join(live_stack.log_lines)
     # Then
-    assert "account created" in logged or "request" in logged  # the logs are really captured
+    assert '"message":"account created"' in logged  # the service's JSON logs are really captured
+    assert '"status":502' in logged and '"status":401' in logged
     for secret in (password, new_password, token, SIGNING_SECRET, OLD_SIGNING_SECRET, live_stack.cs.api_secret,
                    live_stack.whmcs.secret):
         assert secret not in logged

@@ -157,6 +157,11 @@ def _make_handler(api: LocalApi, log: Any) -> type[BaseHTTPRequestHandler]:
             self._reply(status, out_headers, data, fn, started)
 
         def _reply(self, status: int, headers: dict[str, str], data: bytes, fn: str, started: float) -> None:
+            ms = (time.perf_counter() - started) * 1000
+            # One line per request (written before the answer, so it is never lost to a quick shutdown);
+            # never the body or the signature headers.
+            log(f"{self.client_address[0]} {self.command} {urlsplit(self.path).path} -> {status} "
+                f"({ms:.1f} ms) {fn}")
             self.send_response(status)
             for k, v in headers.items():
                 if k.lower() not in ("content-length", "connection"):
@@ -164,10 +169,6 @@ def _make_handler(api: LocalApi, log: Any) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-            ms = (time.perf_counter() - started) * 1000
-            # One line per request; never the body or the signature headers.
-            log(f"{self.client_address[0]} {self.command} {urlsplit(self.path).path} -> {status} "
-                f"({ms:.1f} ms) {fn}")
 
         do_POST = _serve  # noqa: N815
         do_GET = _serve  # noqa: N815
