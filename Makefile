@@ -68,7 +68,12 @@ dev:
 bench:
 	$(PY) -m bench
 
+# The client area inside a Bootstrap page, in headless Chromium (Debian's): artifacts/clientarea.png.
 screenshot:
+	@if ! command -v chromium >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else echo "Please install chromium (sudo apt-get install chromium)"; exit 1; fi; \
+	fi
 	$(PY) tests/php/screenshot.py
 
 clean:
