@@ -1,0 +1,338 @@
+"""The billing ledger in DynamoDB (LedgerTable): the only DynamoDB code for billing.
+
+Items (docs/billing.md, "Ledger"):
+
+* ``pk=user#<cs user id>, sk=state``: the account's billing state (``grouping.AccountState`` as JSON:
+  scan floor, per-subscription-product marks, running totals, open lines) and ``version``. Every
+  write is conditional on ``version`` (optimistic concurrency): two workers on one account cannot
+  both absorb the same rows or both send the same line.
+* ``pk=user#<cs user id>, sk=line#<YYYY-MM>#p<product id>``: a finished line, ``done`` (with the
+  WHMCS ``billable_id``) or ``attention`` (sparse GSI ``gsi1``: ``gsi1pk=attention``). Written in the
+  same transaction that removes the open line from the state item.
+* ``pk=run#<kind>#<as-of>, sk=run``: one per run (duplicate triggers find it), with the values read
+  once per run (WHMCS unit mode, currency rates). ``pk=runs, sk=last#bill``: the latest month-end run.
+
+Money is stored as decimal strings, never as floats.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from cswhmcs.billing.grouping import ATTENTION, DONE, PLANNED, AccountState, Line, line_key, parse_ref
+from cswhmcs.billing.usage import iso, parse_time
+from cswhmcs.errors import Conflict, NotFound
+
+ATTENTION_INDEX = "gsi1"
+ATTENTION_PK = "attention"
+
+
+class StateConflict(Exception):
+    """The item changed since it was read: reload and try again."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _cancelled_by_condition(exc: ClientError) -> bool:
+    if _code(exc) == "ConditionalCheckFailedException":
+        return True
+    if _code(exc) != "TransactionCanceledException":
+        return False
+    reasons = exc.response.get("CancellationReasons") or []
+    if reasons:
+        return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons)
+    return "ConditionalCheckFailed" in str(exc)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    kind: str
+    as_of: datetime
+    status: str  # planning | planned
+    context: dict[str, Any]
+    accounts: int = 0
+    outcome: str = "new"  # new | resumed | done | busy (what begin_run found)
+
+
+class Ledger:
+    def __init__(self, table: Any, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.table = table
+        self.clock = clock
+        self._client = table.meta.client
+        self._name = table.name
+
+    @classmethod
+    def from_settings(cls, settings: Any, resource: Any | None = None, *,
+                      clock: Callable[[], datetime] = utcnow) -> Ledger:
+        from cswhmcs.adapters.dynamo import dynamodb_resource
+
+        return cls((resource or dynamodb_resource(settings)).Table(settings.LEDGER_TABLE), clock=clock)
+
+    # ------------------------------------------------------------------ account state
+
+    @staticmethod
+    def _state_key(cs_user_id: int) -> dict[str, str]:
+        return {"pk": f"user#{cs_user_id}", "sk": "state"}
+
+    def load(self, cs_user_id: int) -> AccountState:
+        item = self.table.get_item(Key=self._state_key(cs_user_id), ConsistentRead=True).get("Item")
+        if not item:
+            return AccountState(cs_user_id=cs_user_id)
+        return AccountState.from_dict(json.loads(item["state"]), version=int(item["version"]))
+
+    def _state_put(self, state: AccountState) -> dict[str, Any]:
+        """The conditional Put of the state item (as a transaction element)."""
+        item = {**self._state_key(state.cs_user_id), "version": state.version + 1,
+                "state": json.dumps(state.to_dict(), separators=(",", ":")),
+                "updated_at": iso(self.clock())}
+        if state.version == 0:
+            return {"TableName": self._name, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
+        return {"TableName": self._name, "Item": item, "ConditionExpression": "#v = :v",
+                "ExpressionAttributeNames": {"#v": "version"}, "ExpressionAttributeValues": {":v": state.version}}
+
+    def save(self, state: AccountState) -> None:
+        """Write the state if nobody else did since it was read; bumps ``state.version``."""
+        put = self._state_put(state)
+        kwargs = {k: v for k, v in put.items() if k != "TableName"}
+        try:
+            self.table.put_item(**kwargs)
+        except ClientError as exc:
+            if _cancelled_by_condition(exc):
+                raise StateConflict() from None
+            raise
+        state.version += 1
+
+    def save_with_record(self, state: AccountState, record: Line) -> None:
+        """Atomically: the state (conditional on its version) and a finished line's own item."""
+        item = self._line_item(record)
+        try:
+            self._client.transact_write_items(TransactItems=[
+                {"Put": self._state_put(state)},
+                {"Put": {"TableName": self._name, "Item": item}},
+            ])
+        except ClientError as exc:
+            if _cancelled_by_condition(exc):
+                raise StateConflict() from None
+            raise
+        state.version += 1
+
+    # ------------------------------------------------------------------ finished lines
+
+    @staticmethod
+    def _line_key(cs_user_id: int, period: str, product_id: int) -> dict[str, str]:
+        return {"pk": f"user#{cs_user_id}", "sk": f"line#{line_key(period, product_id)}"}
+
+    def _line_item(self, line: Line) -> dict[str, Any]:
+        data = line.to_dict()
+        data["buckets"] = json.dumps(line.buckets, separators=(",", ":"))
+        item = {k: v for k, v in data.items() if v is not None and v != ""}
+        item.update(self._line_key(line.cs_user_id, line.period, line.product_id))
+        item["ref"] = line.ref
+        item["updated_at"] = iso(self.clock())
+        if line.status == ATTENTION:
+            item["gsi1pk"] = ATTENTION_PK
+            item["gsi1sk"] = f"{line.period}#{line.ref}"
+        return item
+
+    @staticmethod
+    def _line_from_item(item: dict[str, Any]) -> Line:
+        data = {k: v for k, v in item.items() if k not in ("pk", "sk", "gsi1pk", "gsi1sk", "ref", "updated_at")}
+        raw = data.get("buckets")
+        data["buckets"] = json.loads(raw) if isinstance(raw, str) else []
+        for key in ("description", "product_name", "currency", "source_currency", "unit_mode", "invoice_action",
+                    "due_date", "email", "first_start", "last_end", "status", "period"):
+            data.setdefault(key, "")
+        return Line.from_dict(data)
+
+    def get_line(self, cs_user_id: int, period: str, product_id: int) -> Line | None:
+        item = self.table.get_item(Key=self._line_key(cs_user_id, period, product_id),
+                                   ConsistentRead=True).get("Item")
+        return self._line_from_item(item) if item else None
+
+    def lines_of(self, cs_user_id: int) -> list[Line]:
+        """Every finished line of one account (operator tools and tests; not used by runs)."""
+        out: list[Line] = []
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :line)",
+            "ExpressionAttributeValues": {":pk": f"user#{cs_user_id}", ":line": "line#"},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self.table.query(**kwargs)
+            out += [self._line_from_item(i) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def attention(self) -> Iterator[Line]:
+        """Lines needing an operator, oldest period first (sparse index: reads only those)."""
+        kwargs: dict[str, Any] = {
+            "IndexName": ATTENTION_INDEX,
+            "KeyConditionExpression": "gsi1pk = :a",
+            "ExpressionAttributeValues": {":a": ATTENTION_PK},
+        }
+        while True:
+            page = self.table.query(**kwargs)
+            for item in page.get("Items", []):
+                yield self._line_from_item(item)
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def count_attention(self) -> int:
+        return sum(1 for _ in self.attention())
+
+    def mark_done_late(self, line: Line, billable_id: int) -> bool:
+        """A line another worker gave up on (attention) turned out created: record it as done."""
+        try:
+            self.table.update_item(
+                Key=self._line_key(line.cs_user_id, line.period, line.product_id),
+                UpdateExpression="SET #s = :done, billable_id = :b, updated_at = :t REMOVE gsi1pk, gsi1sk",
+                ConditionExpression="#s = :att",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":done": DONE, ":att": ATTENTION, ":b": billable_id,
+                                           ":t": iso(self.clock())},
+            )
+            return True
+        except ClientError as exc:
+            if _cancelled_by_condition(exc):
+                return False
+            raise
+
+    # ------------------------------------------------------------------ operator resolutions
+
+    def _attention_line(self, ref: str) -> Line:
+        user, period, product = parse_ref(ref)
+        line = self.get_line(user, period, product)
+        if line is None:
+            raise NotFound(f"There is no billing line {ref}.", code="line_not_found")
+        if line.status != ATTENTION:
+            raise Conflict(f"Billing line {ref} does not need attention (it is {line.status}).")
+        return line
+
+    def resolve_billed(self, ref: str, billable_id: int, note: str = "") -> Line:
+        """The operator found the item in WHMCS: record its id; the rows stay billed."""
+        line = self._attention_line(ref)
+        try:
+            self.table.update_item(
+                Key=self._line_key(line.cs_user_id, line.period, line.product_id),
+                UpdateExpression=("SET #s = :done, billable_id = :b, resolved = :r, resolved_at = :t, updated_at = :t "
+                                  "REMOVE gsi1pk, gsi1sk"),
+                ConditionExpression="#s = :att",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":done": DONE, ":att": ATTENTION, ":b": int(billable_id),
+                                           ":r": note or "billed (operator)", ":t": iso(self.clock())},
+            )
+        except ClientError as exc:
+            if _cancelled_by_condition(exc):
+                raise Conflict(f"Billing line {ref} changed meanwhile; look again.") from None
+            raise
+        line.status, line.billable_id = DONE, int(billable_id)
+        return line
+
+    def resolve_resend(self, ref: str) -> Line:
+        """The operator checked WHMCS and the item is not there: the next run sends it (once)."""
+        line = self._attention_line(ref)
+        for _ in range(8):
+            state = self.load(line.cs_user_id)
+            if line.key in state.lines:
+                raise Conflict(f"Billing line {ref} is already open again.")
+            line.status, line.token, line.sending_at, line.reason = PLANNED, "", "", ""
+            line.last_error = "re-send requested by an operator"
+            state.lines[line.key] = line
+            try:
+                self._client.transact_write_items(TransactItems=[
+                    {"Put": self._state_put(state)},
+                    {"Delete": {"TableName": self._name,
+                                "Key": self._line_key(line.cs_user_id, line.period, line.product_id),
+                                "ConditionExpression": "#s = :att",
+                                "ExpressionAttributeNames": {"#s": "status"},
+                                "ExpressionAttributeValues": {":att": ATTENTION}}},
+                ])
+                return line
+            except ClientError as exc:
+                if not _cancelled_by_condition(exc):
+                    raise
+                line = self._attention_line(ref)
+        raise Conflict(f"Billing line {ref} kept changing; try again.")
+
+    # ------------------------------------------------------------------ runs
+
+    @staticmethod
+    def _run_key(run_id: str) -> dict[str, str]:
+        return {"pk": f"run#{run_id}", "sk": "run"}
+
+    def begin_run(self, run_id: str, *, kind: str, as_of: datetime, lease: timedelta) -> RunRecord:
+        """Create the run's record, or find it: ``outcome`` new, resumed (an earlier attempt died while
+        planning), done (already planned: a duplicate trigger) or busy (another planner holds it)."""
+        now = self.clock()
+        until = iso(now + lease)
+        try:
+            self.table.put_item(
+                Item={**self._run_key(run_id), "kind": kind, "as_of": iso(as_of), "status": "planning",
+                      "lease_until": until, "owner": uuid.uuid4().hex, "started_at": iso(now), "attempts": 1},
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+            if kind == "bill":
+                self.table.put_item(Item={"pk": "runs", "sk": "last#bill", "run_id": run_id, "as_of": iso(as_of),
+                                          "started_at": iso(now)})
+            return RunRecord(run_id, kind, as_of, "planning", {}, outcome="new")
+        except ClientError as exc:
+            if not _cancelled_by_condition(exc):
+                raise
+        item = self.table.get_item(Key=self._run_key(run_id), ConsistentRead=True).get("Item") or {}
+        record = RunRecord(run_id, kind, as_of, str(item.get("status", "planning")),
+                           json.loads(item.get("context", "{}")), int(item.get("accounts", 0)))
+        if record.status == "planned":
+            record.outcome = "done"
+            return record
+        if str(item.get("lease_until", "")) > iso(now):
+            record.outcome = "busy"
+            return record
+        try:
+            self.table.update_item(
+                Key=self._run_key(run_id),
+                UpdateExpression="SET lease_until = :u, attempts = attempts + :one",
+                ConditionExpression="lease_until = :old AND #s = :planning",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":u": until, ":one": 1, ":old": item.get("lease_until", ""),
+                                           ":planning": "planning"},
+            )
+            record.outcome = "resumed"
+        except ClientError as exc:
+            if not _cancelled_by_condition(exc):
+                raise
+            record.outcome = "busy"
+        return record
+
+    def set_run_context(self, run_id: str, context: dict[str, Any]) -> None:
+        self.table.update_item(
+            Key=self._run_key(run_id), UpdateExpression="SET #c = :c",
+            ExpressionAttributeNames={"#c": "context"},
+            ExpressionAttributeValues={":c": json.dumps(context, separators=(",", ":"))},
+        )
+
+    def finish_run_planning(self, run_id: str, accounts: int) -> None:
+        self.table.update_item(
+            Key=self._run_key(run_id), UpdateExpression="SET #s = :p, accounts = :n, planned_at = :t",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":p": "planned", ":n": accounts, ":t": iso(self.clock())},
+        )
+
+    def last_bill_run_start(self) -> datetime | None:
+        item = self.table.get_item(Key={"pk": "runs", "sk": "last#bill"}, ConsistentRead=True).get("Item")
+        return parse_time(item["started_at"]) if item and item.get("started_at") else None

@@ -1,0 +1,197 @@
+"""The planner: one scheduled trigger -> one run -> one work message per account.
+
+* The run's as-of is the trigger's ``scheduled_time`` (never now()), so a trigger retried an hour
+  later still bills the same period. ``pk=run#<kind>#<as-of>`` makes duplicate or retried triggers
+  one run: a finished plan is not repeated, a planner that died half-way is resumed (re-sending
+  messages is harmless: the worker is idempotent per account).
+* The values read once per run (WHMCS version -> unit mode, currency rates) are stored in the run
+  record and carried by every message.
+* Accounts are paged from AccountsTable (parallel scan segments) and sent in batches as they come:
+  memory holds a few pages at most, whatever the number of accounts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from cswhmcs.billing.currency import CurrencyTable
+from cswhmcs.billing.ledger import Ledger
+from cswhmcs.billing.messages import BILL, COLLECT, Account, RunContext, WorkMessage
+from cswhmcs.billing.options import BillingOptions
+from cswhmcs.billing.usage import iso, parse_time, unit_mode_for
+from cswhmcs.errors import InvalidInput
+from cswhmcs.observability import logger
+
+PLANNER_LEASE = timedelta(minutes=14)
+
+
+class WorkSink(Protocol):
+    """Where work messages go: SQS in AWS, a thread pool in-process."""
+
+    def send(self, messages: list[WorkMessage]) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+@dataclass
+class Trigger:
+    kind: str
+    as_of: datetime
+    execution_id: str = ""
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.kind}#{iso(self.as_of)}"
+
+
+def parse_trigger(event: Mapping[str, Any]) -> Trigger:
+    """The Scheduler input: ``{"mode": "bill"|"collect", "scheduled_time": ..., "execution_id": ...}``."""
+    if not isinstance(event, Mapping):
+        raise InvalidInput("The billing trigger is not a JSON object.", field="event")
+    kind = str(event.get("mode") or BILL)
+    if kind not in (BILL, COLLECT):
+        raise InvalidInput(f"Unknown billing mode {kind!r}.", field="mode")
+    raw = event.get("scheduled_time") or event.get("as_of") or event.get("time")
+    if not raw:
+        raise InvalidInput("The billing trigger has no scheduled_time.", field="scheduled_time")
+    try:
+        as_of = parse_time(raw).replace(microsecond=0)
+    except ValueError:
+        raise InvalidInput("The billing trigger's scheduled_time is not a time.", field="scheduled_time") from None
+    return Trigger(kind=kind, as_of=as_of, execution_id=str(event.get("execution_id") or ""))
+
+
+def read_run_context(whmcs: Any, kind: str) -> dict[str, Any]:
+    """Read once per run. A collection sends nothing new to WHMCS, so it reads nothing there."""
+    if kind != BILL:
+        return {"unit": "hours", "cur": []}
+    version = whmcs.version()
+    return {"unit": unit_mode_for(version), "version": version or "",
+            "cur": CurrencyTable.from_whmcs(whmcs.get_currencies()).to_list()}
+
+
+@dataclass
+class PlanResult:
+    run: RunContext | None
+    accounts: int = 0
+    skipped: str = ""  # why nothing was planned: "done", "busy", "after-bill"
+
+
+def plan_run(trigger: Trigger, *, ledger: Ledger | None, accounts: Any, whmcs: Any, sink: WorkSink,
+             options: BillingOptions | None = None, force: bool = False, segments: int = 4,
+             page_size: int = 1000, on_page: Callable[[int], None] | None = None) -> PlanResult:
+    """Plan one run. ``ledger=None`` is a dry run: no run record is written."""
+    options = options or BillingOptions()
+    context: dict[str, Any] = {}
+    if ledger is not None:
+        if trigger.kind == COLLECT and not force:
+            last_bill = ledger.last_bill_run_start()
+            if last_bill is not None and timedelta(0) <= trigger.as_of - last_bill <= options.collect_skip_after_bill:
+                logger.info("billing collection skipped: a month-end run just read every account",
+                            extra={"run": trigger.run_id})
+                return PlanResult(None, skipped="after-bill")
+        record = ledger.begin_run(trigger.run_id, kind=trigger.kind, as_of=trigger.as_of, lease=PLANNER_LEASE)
+        if record.outcome in ("done", "busy") and not force:
+            logger.info("billing run already planned or being planned", extra={"run": trigger.run_id,
+                                                                                "outcome": record.outcome})
+            return PlanResult(None, accounts=record.accounts, skipped=record.outcome)
+        context = record.context
+        if not context:
+            context = read_run_context(whmcs, trigger.kind)
+            ledger.set_run_context(trigger.run_id, context)
+    else:
+        context = read_run_context(whmcs, trigger.kind)
+    run = RunContext(run_id=trigger.run_id, kind=trigger.kind, as_of=trigger.as_of,
+                     unit_mode=str(context.get("unit", "hours")), currencies=list(context.get("cur", [])))
+
+    count = 0
+    count_lock = threading.Lock()
+
+    def scan(segment: int) -> None:
+        nonlocal count
+        for page in accounts.scan_pages(page_size=page_size, segment=segment, total_segments=segments):
+            messages = [WorkMessage(run, Account.from_mapping(m)) for m in page]
+            sink.send(messages)
+            with count_lock:
+                count += len(messages)
+            if on_page is not None:
+                on_page(len(messages))
+
+    if segments <= 1:
+        scan(0)
+    else:
+        with ThreadPoolExecutor(max_workers=segments, thread_name_prefix="plan-scan") as pool:
+            for f in [pool.submit(scan, s) for s in range(segments)]:
+                f.result()
+    sink.flush()
+    if ledger is not None:
+        ledger.finish_run_planning(trigger.run_id, count)
+    logger.info("billing run planned", extra={"run": trigger.run_id, "accounts": count})
+    return PlanResult(run, accounts=count)
+
+
+class SqsSink:
+    """SendMessageBatch (10 per call) from a small thread pool; bounded, so memory stays flat."""
+
+    def __init__(self, sqs: Any, queue_url: str, *, threads: int = 8, max_in_flight: int = 64) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="plan-sqs")
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._futures: list[Future[None]] = []
+        self._lock = threading.Lock()
+        self.sent = 0
+
+    def send(self, messages: list[WorkMessage]) -> None:
+        for i in range(0, len(messages), 10):
+            chunk = messages[i:i + 10]
+            self._slots.acquire()
+            future = self._pool.submit(self._send_batch, chunk)
+            future.add_done_callback(lambda _f: self._slots.release())
+            with self._lock:
+                self._futures = [f for f in self._futures if not f.done() or f.exception() is not None]
+                self._futures.append(future)
+
+    def _send_batch(self, chunk: list[WorkMessage]) -> None:
+        entries = [{"Id": str(i), "MessageBody": m.to_json()} for i, m in enumerate(chunk)]
+        for _attempt in range(5):
+            answer = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            failed = {f["Id"] for f in answer.get("Failed", [])}
+            with self._lock:
+                self.sent += len(entries) - len(failed)
+            entries = [e for e in entries if e["Id"] in failed]
+            if not entries:
+                return
+        raise RuntimeError(f"SQS refused {len(entries)} billing messages after 5 attempts.")
+
+    def flush(self) -> None:
+        with self._lock:
+            futures = list(self._futures)
+        for f in futures:
+            f.result()
+        self._pool.shutdown(wait=True)
+
+
+def lambda_trigger(event: Mapping[str, Any], *, ledger: Ledger, accounts: Any, whmcs: Any, sqs: Any,
+                   queue_url: str, options: BillingOptions | None = None) -> dict[str, Any]:
+    trigger = parse_trigger(event)
+    sink = SqsSink(sqs, queue_url)
+    result = plan_run(trigger, ledger=ledger, accounts=accounts, whmcs=whmcs, sink=sink, options=options)
+    return {"run": trigger.run_id, "accounts": result.accounts, "skipped": result.skipped,
+            "planned_at": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def batched(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

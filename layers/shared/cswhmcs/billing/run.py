@@ -1,0 +1,266 @@
+"""Run billing in this process: the same planner and worker code as in AWS, with a thread pool in
+place of SQS. Used by ``cswhmcs billing run|preview``, the integration tests and the benchmarks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from cswhmcs.billing.ledger import Ledger
+from cswhmcs.billing.messages import BILL, WorkMessage
+from cswhmcs.billing.options import BillingOptions
+from cswhmcs.billing.planner import Trigger, plan_run
+from cswhmcs.billing.usage import iso, period_of
+from cswhmcs.billing.worker import AccountResult, LineOutcome, WorkerDeps, process_account
+from cswhmcs.money import fmt2
+from cswhmcs.observability import logger
+
+ZERO = Decimal(0)
+
+
+@dataclass
+class Summary:
+    run_id: str
+    as_of: datetime
+    dry_run: bool
+    kind: str = BILL
+    accounts: int = 0
+    accounts_read: int = 0
+    accounts_missing: int = 0  # mapped, but no longer in ComputeStacks
+    failed: list[tuple[int, int, str]] = field(default_factory=list)  # (service, cs user, message)
+    # Every line is kept only when asked (preview lists them); otherwise counts and totals, so a run's
+    # memory does not grow with the number of accounts.
+    keep_lines: bool = True
+    created: list[LineOutcome] = field(default_factory=list)
+    would_bill: list[LineOutcome] = field(default_factory=list)
+    created_count: int = 0
+    would_bill_count: int = 0
+    _totals: dict[str, Decimal] = field(default_factory=dict)
+    attention: list[LineOutcome] = field(default_factory=list)  # became ambiguous/refused in this run
+    in_flight: int = 0
+    carried: int = 0
+    carried_amounts: dict[str, Decimal] = field(default_factory=dict)
+    open_attention: int = 0  # lines needing attention in the whole ledger after the run
+    rows_absorbed: int = 0
+    skipped: str = ""
+    elapsed: float = 0.0
+    cs_requests: int = 0
+    whmcs_requests: int = 0
+
+    @property
+    def period(self) -> str:
+        return period_of(self.as_of)
+
+    def totals(self) -> dict[str, Decimal]:
+        """Amounts per currency of the items created (or, in a preview, that would be)."""
+        return dict(sorted(self._totals.items()))
+
+    @property
+    def items(self) -> int:
+        return self.would_bill_count if self.dry_run else self.created_count
+
+    @property
+    def needs_attention(self) -> bool:
+        return bool(self.attention or self.open_attention or self.failed)
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.needs_attention else 0
+
+    def add(self, result: AccountResult) -> None:
+        self.accounts += 1
+        self.accounts_read += int(result.read)
+        self.accounts_missing += int(result.missing)
+        self.rows_absorbed += result.rows_absorbed
+        if result.error:
+            self.failed.append((result.service_id, result.cs_user_id, result.error))
+        for o in result.lines:
+            if o.status == "created":
+                self.created_count += 1
+                if self.keep_lines:
+                    self.created.append(o)
+                if not self.dry_run:
+                    self._totals[o.currency] = self._totals.get(o.currency, ZERO) + o.amount
+            elif o.status in ("would_bill", "would_send"):
+                self.would_bill_count += 1
+                if self.keep_lines:
+                    self.would_bill.append(o)
+                if self.dry_run:
+                    self._totals[o.currency] = self._totals.get(o.currency, ZERO) + o.amount
+            elif o.status == "attention":
+                self.attention.append(o)
+            elif o.status == "in_flight":
+                self.in_flight += 1
+        for _product, amount, currency in result.carried:
+            self.carried += 1
+            self.carried_amounts[currency] = self.carried_amounts.get(currency, ZERO) + amount
+
+    def render(self, *, lines: bool | None = None) -> str:
+        """The human summary (what the CLI prints)."""
+        show_lines = self.dry_run if lines is None else lines
+        head = "PREVIEW (nothing written, nothing sent)" if self.dry_run else "billing run"
+        out = [f"{head}: {self.kind} as of {iso(self.as_of)} (period {self.period}), run {self.run_id}"]
+        if self.skipped:
+            out.append(f"  skipped: {self.skipped}")
+        out.append(f"  accounts: {self.accounts} ({self.accounts_read} read from ComputeStacks, "
+                   f"{self.rows_absorbed} new usage rows), {len(self.failed)} failed")
+        if self.accounts_missing:
+            out.append(f"  {self.accounts_missing} mapped accounts no longer exist in ComputeStacks "
+                       "(usage collected before is still billed)")
+        listed = self.would_bill if self.dry_run else self.created
+        verb = "would be created" if self.dry_run else "created"
+        out.append(f"  billable items {verb}: {self.items}")
+        if show_lines and listed:
+            out.append("  per account and product:")
+            for o in sorted(listed, key=lambda o: (o.service_id, o.product, o.period)):
+                conv = f" (from {fmt2(o.source_total)} {o.source_currency})" if o.source_currency != o.currency else ""
+                out.append(f"    service {o.service_id} {o.email}  {o.product}  {o.period}  "
+                           f"{fmt2(o.amount)} {o.currency}{conv}  [{o.ref}]")
+        totals = self.totals()
+        if totals:
+            out.append("  totals per currency: " + ", ".join(f"{fmt2(v)} {k}" for k, v in totals.items()))
+        if self.carried:
+            carried = ", ".join(f"{v:f} {k}" for k, v in sorted(self.carried_amounts.items()))
+            out.append(f"  carried over (under 0.01): {self.carried} lines ({carried})")
+        if self.in_flight:
+            out.append(f"  being sent by another worker: {self.in_flight}")
+        out.append(f"  needing attention: {len(self.attention)} from this run, "
+                   f"{self.open_attention} open in the ledger")
+        for o in self.attention:
+            out.append(f"    {o.ref}  service {o.service_id}  {fmt2(o.amount)} {o.currency}  {o.reason}")
+        for service, user, message in self.failed[:50]:
+            out.append(f"    failed: service {service} (ComputeStacks #{user}): {message}")
+        if len(self.failed) > 50:
+            out.append(f"    ... and {len(self.failed) - 50} more failed accounts")
+        if self.needs_attention:
+            out.append("  see `cswhmcs billing attention` and `cswhmcs billing resolve`")
+        out.append(f"  {self.elapsed:.1f} s, {self.cs_requests} ComputeStacks and {self.whmcs_requests} WHMCS requests")
+        return "\n".join(out)
+
+
+class InProcessSink:
+    """Runs each message through the worker on a bounded thread pool (the SQS stand-in)."""
+
+    def __init__(self, deps: WorkerDeps, summary: Summary, *, concurrency: int, dry_run: bool,
+                 on_result: Callable[[AccountResult], None] | None = None) -> None:
+        self.deps = deps
+        self.summary = summary
+        self.dry_run = dry_run
+        self.on_result = on_result
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="billing")
+        self._slots = threading.BoundedSemaphore(concurrency * 4)
+        self._lock = threading.Lock()
+        self._pending: set[Future[None]] = set()
+
+    def send(self, messages: list[WorkMessage]) -> None:
+        for message in messages:
+            self._slots.acquire()
+            future = self._pool.submit(self._work, message)
+            with self._lock:
+                self._pending.add(future)
+            future.add_done_callback(self._done)
+
+    def _done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+        self._slots.release()
+
+    def _work(self, message: WorkMessage) -> None:
+        try:
+            result = process_account(message, self.deps, dry_run=self.dry_run)
+        except Exception as exc:  # one account's failure never stops the run; it is reported
+            logger.warning("billing account failed", extra={"service_id": message.account.service_id,
+                                                             "error": type(exc).__name__})
+            result = AccountResult(message.account.service_id, message.account.cs_user_id,
+                                   error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        with self._lock:
+            self.summary.add(result)
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def flush(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def run_billing(*, as_of: datetime, ledger: Ledger, accounts: Any, deps: WorkerDeps, kind: str = BILL,
+                dry_run: bool = False, concurrency: int | None = None, options: BillingOptions | None = None,
+                on_planned: Callable[[int], None] | None = None,
+                on_result: Callable[[AccountResult], None] | None = None, keep_lines: bool = True) -> Summary:
+    """Plan and work one run in-process. ``dry_run`` reads only (no ledger write, no WHMCS write).
+    ``keep_lines=False`` keeps counts and totals only (flat memory, whatever the number of accounts)."""
+    options = options or deps.options
+    started = time.monotonic()
+    trigger = Trigger(kind=kind, as_of=as_of.replace(microsecond=0))
+    summary = Summary(run_id=trigger.run_id, as_of=trigger.as_of, dry_run=dry_run, kind=kind,
+                      keep_lines=keep_lines)
+    cs0, wh0 = _count(deps.cs), _count(deps.whmcs)
+    sink = InProcessSink(deps, summary, concurrency=concurrency or options.concurrency, dry_run=dry_run,
+                         on_result=on_result)
+    result = plan_run(trigger, ledger=None if dry_run else ledger, accounts=accounts, whmcs=deps.whmcs,
+                      sink=sink, options=options, force=True, on_page=on_planned)
+    summary.skipped = result.skipped
+    summary.open_attention = ledger.count_attention()
+    summary.elapsed = time.monotonic() - started
+    summary.cs_requests = _count(deps.cs) - cs0
+    summary.whmcs_requests = _count(deps.whmcs) - wh0
+    return summary
+
+
+def _count(client: Any) -> int:
+    return int(getattr(client, "request_count", 0) or 0)
+
+
+@dataclass
+class Runtime:
+    """Everything a run needs, built from the settings (CLI, tests, benchmarks)."""
+
+    ledger: Ledger
+    accounts: Any
+    deps: WorkerDeps
+    options: BillingOptions
+
+    def close(self) -> None:
+        for client in (self.deps.cs, self.deps.whmcs):
+            close = getattr(client, "close", None)
+            if callable(close):
+                close()
+
+
+def build_runtime(settings: Any, *, options: BillingOptions | None = None, cs: Any = None, whmcs: Any = None,
+                  resource: Any = None, **deps_kw: Any) -> Runtime:
+    """In-process wiring. One process shares one ComputeStacks bucket (the whole budget) and one WHMCS
+    bucket between its threads; ``concurrency`` threads work on accounts at once."""
+    from cswhmcs.adapters.dynamo import AccountsRepo, dynamodb_resource
+    from cswhmcs.adapters.pacing import TokenBucket
+
+    options = options or BillingOptions()
+    if cs is None:
+        from cswhmcs.adapters.computestacks import ComputeStacksClient
+
+        settings.require("CS_API_URL", "CS_API_KEY", "CS_API_SECRET")
+        budget = options.cs_limit * options.cs_share
+        burst = max(1, min(options.cs_burst, int(budget // 10)))
+        cs = ComputeStacksClient(settings.CS_API_URL, settings.CS_API_KEY.get_secret_value(),
+                                 settings.CS_API_SECRET.get_secret_value(), timeout=settings.CS_TIMEOUT,
+                                 connect_timeout=settings.CONNECT_TIMEOUT,
+                                 pacer=TokenBucket((budget - burst) / options.cs_window, burst))
+    if whmcs is None:
+        from cswhmcs.adapters.whmcs import WhmcsClient
+
+        settings.require("WHMCS_API_URL", "WHMCS_API_IDENTIFIER", "WHMCS_API_SECRET")
+        whmcs = WhmcsClient(settings.WHMCS_API_URL, settings.WHMCS_API_IDENTIFIER.get_secret_value(),
+                            settings.WHMCS_API_SECRET.get_secret_value(),
+                            settings.WHMCS_API_ACCESS_KEY.get_secret_value() or None,
+                            timeout=settings.WHMCS_TIMEOUT, connect_timeout=settings.CONNECT_TIMEOUT,
+                            pacer=TokenBucket(options.whmcs_rate, options.whmcs_burst))
+    resource = resource or dynamodb_resource(settings)
+    ledger = Ledger.from_settings(settings, resource, **({"clock": deps_kw["clock"]} if "clock" in deps_kw else {}))
+    accounts = AccountsRepo.from_settings(settings, resource)
+    deps = WorkerDeps.from_settings(settings, cs=cs, whmcs=whmcs, ledger=ledger, options=options, **deps_kw)
+    return Runtime(ledger=ledger, accounts=accounts, deps=deps, options=options)

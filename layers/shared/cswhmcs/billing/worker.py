@@ -1,0 +1,483 @@
+"""One account's billing (or collection) for one run: the worker.
+
+Steps for one message (docs/billing.md, "Worker"):
+
+A. Open lines from earlier attempts: ``planned`` ones are sent; ``sending`` ones older than the
+   lease were interrupted (nobody knows whether WHMCS created them): they become ``attention``.
+B. Read the account's new usage rows (newest first, down to its scan floor) unless it was already
+   read for this as-of, and absorb them (``grouping.absorb``).
+C. Month-end only: group the eligible running totals per product into lines; convert the currency;
+   lines under 0.01 carry over; the rest are claimed (the "intent") in the same conditional write.
+D. Send each claimed line: ``sending`` (conditional) -> AddBillableItem -> ``done`` with the
+   billableid; a timeout after sending -> ``attention`` (never re-sent automatically); a definite
+   failure -> back to ``planned`` (sent again by the next delivery or run).
+
+Every write to the account's state item is conditional on its version, so duplicate deliveries and
+concurrent runs serialise; a row is absorbed once and a line is sent at most once.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from cswhmcs.billing.currency import CurrencyTable, conversion_note
+from cswhmcs.billing.grouping import (
+    ATTENTION,
+    DONE,
+    PLANNED,
+    SENDING,
+    AccountState,
+    Line,
+    absorb,
+    candidates,
+    carry,
+    claim,
+    describe,
+    line_ref,
+    needs_rows,
+)
+from cswhmcs.billing.ledger import Ledger, StateConflict
+from cswhmcs.billing.messages import BILL, Account, RunContext, WorkMessage
+from cswhmcs.billing.options import BillingOptions
+from cswhmcs.billing.usage import NO_TIME, RowKey, UsageRow, due_date, iso, parse_row, parse_time
+from cswhmcs.errors import ConfigurationError, DomainError, NotFound, UpstreamTimeout
+from cswhmcs.money import cents
+
+CENT = Decimal("0.01")
+
+
+class BillingAborted(Exception):
+    """This account could not be finished now; the message is retried (nothing is lost)."""
+
+
+def _no_fault(point: str) -> None:
+    return None
+
+
+@dataclass
+class WorkerDeps:
+    cs: Any  # ComputeStacksClient: iter_billing_usages, get_user
+    whmcs: Any  # WhmcsClient: get_client, get_currencies, add_billable_item
+    ledger: Ledger
+    billing_start: datetime | None = None
+    due_day: int = 1
+    invoice_action: str = "duedate"
+    options: BillingOptions = field(default_factory=BillingOptions)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # Tests inject crashes here: called at named points between ledger steps.
+    faults: Callable[[str], None] = _no_fault
+    _client_currency: dict[int, str] = field(default_factory=dict)  # bounded: see client_currency
+    _currencies: CurrencyTable | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    CLIENT_CACHE = 20_000  # entries (a few bytes each); a worker lives for hours at month-end
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, cs: Any, whmcs: Any, ledger: Ledger,
+                      options: BillingOptions | None = None, **kw: Any) -> WorkerDeps:
+        start = settings.BILLING_START
+        return cls(cs=cs, whmcs=whmcs, ledger=ledger,
+                   billing_start=datetime.combine(start, time(0), tzinfo=UTC) if start else None,
+                   due_day=settings.BILLING_DUE_DAY, invoice_action=settings.BILLING_INVOICE_ACTION,
+                   options=options or BillingOptions(), **kw)
+
+    def client_currency(self, client_id: int, run: RunContext) -> str:
+        """The WHMCS client's currency code, read once per process (services of one client share it)."""
+        with self._lock:
+            code = self._client_currency.get(client_id)
+        if code is None:
+            code = self.currency_table(run).code_of(self.whmcs.get_client(client_id))
+            with self._lock:
+                if len(self._client_currency) >= self.CLIENT_CACHE:
+                    for key in list(self._client_currency)[: self.CLIENT_CACHE // 2]:  # oldest half
+                        del self._client_currency[key]
+                self._client_currency[client_id] = code
+        return code
+
+    def currency_table(self, run: RunContext) -> CurrencyTable:
+        if run.currencies:
+            return CurrencyTable.from_list(run.currencies)
+        with self._lock:
+            if self._currencies is None:
+                self._currencies = CurrencyTable.from_whmcs(self.whmcs.get_currencies())
+            return self._currencies
+
+
+@dataclass
+class LineOutcome:
+    ref: str
+    status: str  # created | attention | failed | in_flight | would_bill | would_send
+    service_id: int
+    client_id: int
+    email: str
+    product: str
+    period: str
+    amount: Decimal
+    currency: str
+    source_total: Decimal
+    source_currency: str
+    description: str = ""
+    billable_id: int | None = None
+    reason: str = ""
+
+    @classmethod
+    def of(cls, line: Line, status: str, reason: str = "") -> LineOutcome:
+        return cls(ref=line.ref, status=status, service_id=line.service_id, client_id=line.client_id,
+                   email=line.email, product=line.product_name, period=line.period, amount=line.amount,
+                   currency=line.currency, source_total=line.source_total, source_currency=line.source_currency,
+                   description=line.description, billable_id=line.billable_id, reason=reason or line.reason)
+
+
+@dataclass
+class AccountResult:
+    service_id: int
+    cs_user_id: int
+    lines: list[LineOutcome] = field(default_factory=list)
+    carried: list[tuple[str, Decimal, str]] = field(default_factory=list)  # (product, exact amount, currency)
+    rows_absorbed: int = 0
+    rows_deferred: int = 0
+    read: bool = False
+    missing: bool = False  # ComputeStacks no longer has this user
+    error: str | None = None
+
+
+# ---------------------------------------------------------------------- reading ComputeStacks
+
+
+def read_new_rows(cs: Any, cs_user_id: int, *, floor: RowKey, billing_start: datetime | None,
+                  per_page: int) -> list[UsageRow]:
+    """Rows above the account's scan floor, newest first. Stops below the floor (rows created at the
+    floor's very instant are still read: the listing's order among equal times is arbitrary), or, on
+    the first read of an account, a day before BILLING_START: older rows can never be billed."""
+    stop_before = billing_start - timedelta(days=1) if billing_start else None
+    rows: list[UsageRow] = []
+    for raw in cs.iter_billing_usages(cs_user_id, per_page=per_page):
+        row = parse_row(raw)
+        if row.created_at < floor[0] or (row.created_at == floor[0] == NO_TIME and row.id <= floor[1]):
+            break
+        rows.append(row)
+        if stop_before is not None and row.period_end < stop_before:
+            break
+    return rows
+
+
+def _user_currency(user: Any) -> str | None:
+    if user is None:
+        return None
+    value = user.get("currency") if isinstance(user, dict) else getattr(user, "currency", None)
+    return str(value).upper() if value else None
+
+
+# ---------------------------------------------------------------------- the worker
+
+
+class AccountWorker:
+    def __init__(self, deps: WorkerDeps, message: WorkMessage, *, dry_run: bool = False) -> None:
+        self.d = deps
+        self.run = message.run
+        self.account = message.account
+        self.dry_run = dry_run
+        self.result = AccountResult(self.account.service_id, self.account.cs_user_id)
+        self._rows: list[UsageRow] | None = None
+        self._state: AccountState | None = None  # as last read or written by us
+
+    # ------------------------------------------------------------------ state item
+
+    def _load(self) -> AccountState:
+        """A working copy of the state. After our own successful write the copy in memory is what is
+        stored (every write is conditional on the version), so it is read again only after a conflict."""
+        if self._state is None:
+            self._state = self.d.ledger.load(self.account.cs_user_id)
+        return self._state.copy()
+
+    def _save(self, state: AccountState, record: Line | None = None) -> None:
+        try:
+            if record is None:
+                self.d.ledger.save(state)
+            else:
+                self.d.ledger.save_with_record(state, record)
+        except StateConflict:
+            self._state = None  # someone else wrote: read it again
+            raise
+        self._state = state
+
+    # ------------------------------------------------------------------ entry
+
+    def process(self) -> AccountResult:
+        try:
+            if self.dry_run:
+                self._preview()
+            else:
+                self._open_lines()
+                claimed = self._collect_and_claim()
+                for key in claimed:
+                    self._send(key)
+        except BillingAborted as exc:
+            self.result.error = str(exc)
+        except DomainError as exc:
+            self.result.error = exc.message
+        if self.result.error is None and any(o.status == "failed" for o in self.result.lines):
+            self.result.error = "WHMCS refused or failed a billable item; it will be sent again."
+        return self.result
+
+    # ------------------------------------------------------------------ A. open lines
+
+    def _open_lines(self) -> None:
+        state = self._load()
+        for key in sorted(state.lines):
+            line = state.lines[key]
+            if line.status == PLANNED:
+                self._send(key)
+            elif line.status == SENDING:
+                self._check_sending(key)
+
+    def _stale(self, line: Line) -> bool:
+        if not line.sending_at:
+            return True
+        return self.d.clock() - parse_time(line.sending_at) > self.d.options.sending_lease
+
+    def _check_sending(self, key: str) -> None:
+        for _ in range(self.d.options.max_conflicts):
+            state = self._load()
+            line = state.lines.get(key)
+            if line is None or line.status != SENDING:
+                return
+            if not self._stale(line):
+                self.result.lines.append(LineOutcome.of(line, "in_flight"))
+                return
+            line.status = ATTENTION
+            line.reason = ("interrupted while sending to WHMCS: it may or may not have been created; "
+                           f"search WHMCS billable items for [ref {line.ref}]")
+            del state.lines[key]
+            try:
+                self._save(state, line)
+            except StateConflict:
+                continue
+            self.result.lines.append(LineOutcome.of(line, "attention"))
+            return
+        raise BillingAborted("The account's billing state kept changing; it will be retried.")
+
+    # ------------------------------------------------------------------ B + C. collect and claim
+
+    def _rows_for(self, state: AccountState) -> list[UsageRow]:
+        if self._rows is None:
+            try:
+                self._rows = read_new_rows(self.d.cs, self.account.cs_user_id, floor=state.scan_floor,
+                                           billing_start=self.d.billing_start, per_page=self.d.options.per_page)
+            except NotFound:
+                # The user was deleted in ComputeStacks: nothing new to read; what was collected is still billed.
+                self._rows = []
+                self.result.missing = True
+            self.result.read = True
+        return self._rows
+
+    def _refresh_currency(self, state: AccountState) -> bool:
+        """The ComputeStacks user's currency (amounts are in it): cached in the state, re-read now and
+        then during collections, so a month-end run costs no extra request."""
+        now = self.d.clock()
+        stale = state.cs_currency_at is None or now - state.cs_currency_at > self.d.options.currency_refresh
+        if state.cs_currency and not (stale and self.run.kind != BILL):
+            return False
+        from cswhmcs.adapters.computestacks import UserSelector
+
+        currency = _user_currency(self.d.cs.get_user(UserSelector.by_id(self.account.cs_user_id)))
+        currency = currency or state.cs_currency or self.account.currency
+        if not currency:
+            raise ConfigurationError(f"ComputeStacks user #{self.account.cs_user_id} has no currency.")
+        changed = currency != state.cs_currency
+        state.cs_currency, state.cs_currency_at = currency, now
+        return changed or stale
+
+    def _update(self, state: AccountState) -> tuple[bool, list[Line]]:
+        """Steps B and C on ``state`` (in memory). Returns (changed, new lines)."""
+        changed = False
+        if needs_rows(state, self.run.as_of):
+            absorption = absorb(state, self._rows_for(state), as_of=self.run.as_of,
+                                billing_start=self.d.billing_start)
+            self.result.rows_absorbed = len(absorption.absorbed)
+            self.result.rows_deferred = len(absorption.deferred)
+            changed = True
+        if self.run.kind != BILL:
+            if state.rows_absorbed and self._refresh_currency(state):
+                changed = True
+            return changed, []
+        found = candidates(state, as_of=self.run.as_of, period=self.run.period)
+        if not found:
+            return changed, []
+        if self._refresh_currency(state):
+            changed = True
+        if self.account.client_id is None:
+            raise ConfigurationError(f"Service #{self.account.service_id} has no WHMCS client id in its mapping.")
+        source = state.cs_currency or ""
+        target = self.d.client_currency(self.account.client_id, self.run)
+        table = self.d.currency_table(self.run) if source != target else CurrencyTable([])
+        lines = []
+        now = iso(self.d.clock())
+        for cand in found:
+            exact, factor = table.convert(cand.total, source, target)
+            if exact < CENT:  # 1 cent is the smallest unit billed: the rows wait for the next run
+                carry(state, cand)
+                self.result.carried.append((cand.product_label, exact, target))
+                changed = True
+                continue
+            ref = line_ref(self.account.cs_user_id, self.run.period, cand.product_id)
+            note = conversion_note(cand.total, source, target, factor) if source != target else ""
+            line = Line(
+                period=self.run.period, product_id=cand.product_id, product_name=cand.product_label,
+                description=describe(product_name=cand.product_name, product_label=cand.product_label,
+                                     first_start=cand.first_start, last_end=cand.last_end, period=self.run.period,
+                                     email=self.account.email, cs_user_id=self.account.cs_user_id, ref=ref,
+                                     conversion=note),
+                amount=cents(exact), currency=target, source_total=cand.total, source_currency=source,
+                rate=factor, quantity=cand.qty, unit_mode=self.run.unit_mode,
+                invoice_action=self.d.invoice_action,
+                due_date=due_date(self.run.period, self.d.due_day).isoformat(),
+                client_id=self.account.client_id, service_id=self.account.service_id,
+                cs_user_id=self.account.cs_user_id, email=self.account.email, rows=cand.rows,
+                first_start=iso(cand.first_start), last_end=iso(cand.last_end), run_id=self.run.run_id,
+                created_at=now,
+            )
+            claim(state, cand, line)
+            lines.append(line)
+            changed = True
+        return changed, lines
+
+    def _collect_and_claim(self) -> list[str]:
+        for _ in range(self.d.options.max_conflicts):
+            state = self._load()
+            changed, lines = self._update(state)
+            if not changed:
+                return []
+            self.d.faults("claim.before_save")
+            try:
+                self._save(state)  # the intent: rows claimed by lines, running totals advanced
+            except StateConflict:
+                continue
+            self.d.faults("claim.after_save")
+            return [line.key for line in lines]
+        raise BillingAborted("The account's billing state kept changing; it will be retried.")
+
+    # ------------------------------------------------------------------ D. send
+
+    def _send(self, key: str) -> None:
+        token = uuid.uuid4().hex
+        line: Line | None = None
+        for _ in range(self.d.options.max_conflicts):
+            state = self._load()
+            line = state.lines.get(key)
+            if line is None:
+                return  # finished by someone else meanwhile
+            if line.status != PLANNED:
+                self.result.lines.append(LineOutcome.of(line, "in_flight"))
+                return
+            if line.attempts >= self.d.options.max_send_attempts:
+                line.status = ATTENTION
+                line.reason = (f"WHMCS refused it {line.attempts} times (last: {line.last_error}); it was not "
+                               "created: fix the cause, then resolve it with --resend")
+                del state.lines[key]
+                try:
+                    self._save(state, line)
+                except StateConflict:
+                    continue
+                self.result.lines.append(LineOutcome.of(line, "attention"))
+                return
+            line.status, line.token, line.sending_at = SENDING, token, iso(self.d.clock())
+            line.attempts += 1
+            try:
+                self._save(state)
+            except StateConflict:
+                continue
+            break
+        else:
+            raise BillingAborted("The account's billing state kept changing; it will be retried.")
+        assert line is not None
+        self.d.faults("send.after_mark")
+        outcome, billable_id, reason = self._call_whmcs(line)
+        self.d.faults("send.after_call")
+        self._finish(key, token, outcome, billable_id, reason)
+
+    def _call_whmcs(self, line: Line) -> tuple[str, int | None, str]:
+        try:
+            billable_id = self.d.whmcs.add_billable_item(
+                client_id=line.client_id, description=line.description, amount=line.amount,
+                quantity=line.quantity, unit_mode=line.unit_mode, invoice_action=line.invoice_action,
+                due_date=datetime.fromisoformat(line.due_date).date() if line.due_date else None,
+            )
+            return DONE, int(billable_id), ""
+        except UpstreamTimeout as exc:
+            if exc.maybe_applied:
+                return ATTENTION, None, (f"{exc.message} It may or may not have been created: search WHMCS "
+                                         f"billable items for [ref {line.ref}]")
+            return "failed", None, exc.message
+        except DomainError as exc:
+            return "failed", None, exc.message
+        except Exception as exc:  # an unknown error after the request may have left: ambiguous
+            return ATTENTION, None, (f"unexpected {type(exc).__name__} while sending; search WHMCS billable "
+                                     f"items for [ref {line.ref}]")
+
+    def _finish(self, key: str, token: str, outcome: str, billable_id: int | None, reason: str) -> None:
+        for _ in range(self.d.options.max_conflicts):
+            state = self._load()
+            line = state.lines.get(key)
+            if line is None or line.token != token:
+                # Another worker judged this send interrupted and reported it; a success settles it.
+                if outcome == DONE and billable_id is not None:
+                    user, period, product = self.account.cs_user_id, key.split("#")[0], int(key.split("#p")[1])
+                    record = self.d.ledger.get_line(user, period, product)
+                    if record is not None and record.status == ATTENTION:
+                        self.d.ledger.mark_done_late(record, billable_id)
+                        record.billable_id = billable_id
+                        self.result.lines.append(LineOutcome.of(record, "created"))
+                return
+            try:
+                if outcome == DONE:
+                    line.status, line.billable_id, line.token = DONE, billable_id, ""
+                    del state.lines[key]
+                    self._save(state, line)
+                    self.result.lines.append(LineOutcome.of(line, "created"))
+                elif outcome == ATTENTION:
+                    line.status, line.reason = ATTENTION, reason
+                    del state.lines[key]
+                    self._save(state, line)
+                    self.result.lines.append(LineOutcome.of(line, "attention"))
+                else:
+                    line.status, line.token, line.sending_at, line.last_error = PLANNED, "", "", reason
+                    self._save(state)
+                    self.result.lines.append(LineOutcome.of(line, "failed", reason))
+            except StateConflict:
+                continue
+            self.d.faults("send.after_finish")
+            return
+        raise BillingAborted("The account's billing state kept changing; it will be retried.")
+
+    # ------------------------------------------------------------------ preview
+
+    def _preview(self) -> None:
+        """What a run would do, reading only: nothing is written, nothing is sent."""
+        state = self.d.ledger.load(self.account.cs_user_id)
+        for line in state.lines.values():
+            if line.status == PLANNED or (line.status == SENDING and not self._stale(line)):
+                self.result.lines.append(LineOutcome.of(line, "would_send" if line.status == PLANNED else "in_flight"))
+            else:
+                self.result.lines.append(LineOutcome.of(line, "attention", "interrupted while sending"))
+        _, lines = self._update(state)
+        self.result.lines += [LineOutcome.of(line, "would_bill") for line in lines]
+
+
+def process_account(message: WorkMessage, deps: WorkerDeps, *, dry_run: bool = False) -> AccountResult:
+    return AccountWorker(deps, message, dry_run=dry_run).process()
+
+
+def iter_outcomes(results: list[AccountResult]) -> Iterator[LineOutcome]:
+    for r in results:
+        yield from r.lines
+
+
+__all__ = ["AccountResult", "AccountWorker", "BillingAborted", "LineOutcome", "WorkerDeps", "process_account",
+           "read_new_rows", "Account"]

@@ -1,0 +1,534 @@
+"""The worker, ledger, planner and Lambda handlers against in-memory ComputeStacks/WHMCS fakes and moto
+(DynamoDB tables built from template.yaml's own definitions; SQS)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from cswhmcs.adapters.dynamo import AccountsRepo
+from cswhmcs.adapters.whmcs import Currency
+from cswhmcs.billing.grouping import ATTENTION, DONE
+from cswhmcs.billing.handlers import worker_handler
+from cswhmcs.billing.ledger import Ledger
+from cswhmcs.billing.messages import BILL, COLLECT, Account, RunContext, WorkMessage
+from cswhmcs.billing.options import BillingOptions
+from cswhmcs.billing.planner import SqsSink, Trigger, parse_trigger, plan_run
+from cswhmcs.billing.run import run_billing
+from cswhmcs.billing.usage import iso
+from cswhmcs.billing.worker import WorkerDeps, process_account
+from cswhmcs.errors import Conflict, InvalidInput, NotFound, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from moto import mock_aws
+
+ROOT = Path(__file__).resolve().parents[2]
+AS_OF = datetime(2026, 10, 31, 23, tzinfo=UTC)
+OCT = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+class SimulatedCrash(BaseException):
+    """A process dying mid-way: not an Exception, so nothing in the worker catches it."""
+
+
+# ---------------------------------------------------------------------- fakes
+
+
+class FakeCS:
+    def __init__(self) -> None:
+        self.users: dict[int, dict[str, Any]] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.request_count = 0
+        self.fail = 0
+        self._id = 0
+
+    def add_user(self, uid: int, currency: str = "USD") -> None:
+        self.users[uid] = {"id": uid, "currency": currency}
+
+    def add_usage(self, uid: int, *, product: int, sp: int, total: str, qty: str = "1", end: datetime,
+                  hours: int = 3) -> dict[str, Any]:
+        self._id += 1
+        row = {"id": self._id, "user": uid, "period_start": iso(end - timedelta(hours=hours)), "period_end": iso(end),
+               "created_at": iso(end), "total": total, "qty": qty, "processed": False,
+               "subscription_product": {"id": sp, "product": {"id": product, "label": f"Product {product}"}}}
+        self.rows.append(row)
+        return row
+
+    def iter_billing_usages(self, user_id: int, *, per_page: int = 500) -> Iterator[dict[str, Any]]:
+        self.request_count += 1
+        if user_id not in self.users:
+            raise NotFound(f"ComputeStacks has no user {user_id}.")
+        if self.fail:
+            self.fail -= 1
+            raise UpstreamError("ComputeStacks answered with HTTP 500.", upstream="ComputeStacks", http_status=500)
+        mine = [r for r in self.rows if r["user"] == user_id]
+        yield from sorted(mine, key=lambda r: (r["created_at"], r["id"]), reverse=True)
+
+    def get_user(self, selector: Any) -> dict[str, Any] | None:
+        self.request_count += 1
+        return self.users.get(int(selector.path().rstrip("/").split("/")[-1]))
+
+
+@dataclass
+class FakeWhmcs:
+    version_text: str | None = "8.10.1"
+    clients: dict[int, dict[str, Any]] = field(default_factory=dict)
+    items: list[dict[str, Any]] = field(default_factory=list)
+    script: list[str] = field(default_factory=list)  # per AddBillableItem: ok | 5xx | unreachable | timeout | tac
+    request_count: int = 0
+
+    def add_client(self, cid: int, code: str = "USD") -> None:
+        ids = {"USD": 1, "EUR": 2, "GBP": 3}
+        self.clients[cid] = {"id": cid, "currency": ids[code], "currency_code": code}
+
+    def version(self) -> str | None:
+        self.request_count += 1
+        return self.version_text
+
+    def get_currencies(self) -> list[Currency]:
+        self.request_count += 1
+        return [Currency(1, "USD", "$", "", Decimal("1.00000")), Currency(2, "EUR", "€", "", Decimal("0.92000")),
+                Currency(3, "GBP", "£", "", Decimal("0.79000"))]
+
+    def get_client(self, client_id: int) -> dict[str, Any]:
+        self.request_count += 1
+        return dict(self.clients[client_id])
+
+    def add_billable_item(self, **kw: Any) -> int:
+        self.request_count += 1
+        step = self.script.pop(0) if self.script else "ok"
+        if step == "5xx":
+            raise UpstreamError("WHMCS failed with HTTP 500.", upstream="WHMCS", http_status=500)
+        if step == "unreachable":
+            raise UpstreamUnreachable("WHMCS could not be reached.", upstream="WHMCS")
+        if step == "timeout":  # sent, not applied, no answer: as ambiguous as tac for us
+            raise UpstreamTimeout("WHMCS did not answer in time.", upstream="WHMCS", maybe_applied=True)
+        self.items.append({"id": len(self.items) + 1, **kw})
+        if step == "tac":
+            raise UpstreamTimeout("WHMCS did not answer in time.", upstream="WHMCS", maybe_applied=True)
+        return len(self.items)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class World:
+    ledger: Ledger
+    accounts: AccountsRepo
+    cs: FakeCS
+    whmcs: FakeWhmcs
+    clock: Clock
+    table: Any
+    accounts_table: Any
+    faults: list[str] = field(default_factory=list)
+
+    def deps(self, **kw: Any) -> WorkerDeps:
+        def fault(point: str) -> None:
+            if point in self.faults:
+                self.faults.remove(point)
+                raise SimulatedCrash(point)
+
+        return WorkerDeps(cs=self.cs, whmcs=self.whmcs, ledger=self.ledger, clock=self.clock, faults=fault,
+                          options=BillingOptions(concurrency=2), **kw)
+
+    def add_account(self, service_id: int, uid: int, client_id: int, *, cs_cur: str = "USD",
+                    client_cur: str = "USD") -> Account:
+        self.cs.add_user(uid, cs_cur)
+        self.whmcs.add_client(client_id, client_cur)
+        self.accounts_table.put_item(Item={"service_id": service_id, "cs_user_id": uid, "email": f"u{uid}@example.com",
+                                           "client_id": client_id, "currency": cs_cur})
+        return Account(service_id, uid, client_id, f"u{uid}@example.com", cs_cur)
+
+    def run(self, as_of: datetime = AS_OF, **kw: Any) -> Any:
+        return run_billing(as_of=as_of, ledger=self.ledger, accounts=self.accounts, deps=self.deps(), **kw)
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    from cswhmcs.local.template import Template, ensure_tables
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        ensure_tables(Template(ROOT / "template.yaml"), client,
+                      {"ACCOUNTS_TABLE": "accounts", "LEDGER_TABLE": "ledger", "IDEMPOTENCY_TABLE": "idem"})
+        resource = boto3.resource("dynamodb", region_name="us-east-1")
+        clock = Clock(AS_OF + timedelta(minutes=5))
+        yield World(ledger=Ledger(resource.Table("ledger"), clock=clock),
+                    accounts=AccountsRepo(resource.Table("accounts")), cs=FakeCS(), whmcs=FakeWhmcs(),
+                    clock=clock, table=resource.Table("ledger"), accounts_table=resource.Table("accounts"))
+
+
+def message(account: Account, as_of: datetime = AS_OF, kind: str = BILL, unit: str = "quantity") -> WorkMessage:
+    return WorkMessage(RunContext(f"{kind}#{iso(as_of)}", kind, as_of, unit), account)
+
+
+def month_of_usage(cs: FakeCS, uid: int, *, product: int = 1, sp: int = 1, total: str = "0.02054795",
+                   start: datetime = OCT, days: int = 31) -> Decimal:
+    """Every 3 hours for ``days`` days; returns the exact sum."""
+    n = 0
+    end = start + timedelta(hours=3)
+    while end <= start + timedelta(days=days) - timedelta(hours=1):
+        cs.add_usage(uid, product=product, sp=sp, total=total, end=end)
+        end += timedelta(hours=3)
+        n += 1
+    return Decimal(total) * n
+
+
+# ---------------------------------------------------------------------- the happy path
+
+
+def test_month_end_bills_one_line_per_product_exactly_once(world: World) -> None:
+    # Given an account with two products over October
+    acct = world.add_account(10, 2, 3)
+    exact1 = month_of_usage(world.cs, 2, product=1, sp=11)
+    exact2 = month_of_usage(world.cs, 2, product=2, sp=12, total="0.00685")
+
+    # When the month-end message is processed
+    result = process_account(message(acct), world.deps())
+
+    # Then one item per product, amount = exact sum rounded once, quantity = sum of qty
+    assert result.error is None
+    assert [i["amount"] for i in world.whmcs.items] == [exact1.quantize(Decimal("0.01")),
+                                                        exact2.quantize(Decimal("0.01"))]
+    item = world.whmcs.items[0]
+    assert item["quantity"] == Decimal(247) and item["unit_mode"] == "quantity"
+    assert item["invoice_action"] == "duedate" and str(item["due_date"]) == "2026-11-01"
+    assert "Product 1" in item["description"] and "u2@example.com (#2)" in item["description"]
+    assert "2026-10" in item["description"] and "[ref 2:2026-10:1]" in item["description"]
+    lines = world.ledger.lines_of(2)
+    assert {ln.status for ln in lines} == {DONE} and {ln.billable_id for ln in lines} == {1, 2}
+    assert world.ledger.load(2).lines == {} and world.ledger.load(2).buckets == {}
+
+
+def test_second_run_creates_nothing_and_does_not_read_again(world: World) -> None:
+    acct = world.add_account(10, 2, 3)
+    month_of_usage(world.cs, 2)
+    process_account(message(acct), world.deps())
+    reads = world.cs.request_count
+
+    # When the same message is delivered again
+    result = process_account(message(acct), world.deps())
+
+    # Then nothing new: no item, no ComputeStacks request
+    assert result.lines == [] and len(world.whmcs.items) == 1
+    assert world.cs.request_count == reads
+
+
+def test_next_month_bills_only_new_rows(world: World) -> None:
+    # Given October billed
+    acct = world.add_account(10, 2, 3)
+    octo = month_of_usage(world.cs, 2, total="1")
+    process_account(message(acct), world.deps())
+
+    # When November's usage is billed at November's month-end
+    nov = month_of_usage(world.cs, 2, total="2", start=datetime(2026, 11, 1, tzinfo=UTC), days=30)
+    process_account(message(acct, datetime(2026, 11, 30, 23, tzinfo=UTC)), world.deps())
+
+    # Then the November item has only November's rows
+    assert [i["amount"] for i in world.whmcs.items] == [octo, nov]
+    assert [ln.period for ln in world.ledger.lines_of(2)] == ["2026-10", "2026-11"]
+
+
+def test_hours_for_whmcs_before_8_2(world: World) -> None:
+    acct = world.add_account(10, 2, 3)
+    month_of_usage(world.cs, 2)
+    process_account(message(acct, unit="hours"), world.deps())
+    assert world.whmcs.items[0]["unit_mode"] == "hours"
+
+
+def test_sub_cent_line_carries_over(world: World) -> None:
+    # Given a product worth 0.004 this month
+    acct = world.add_account(10, 2, 3)
+    world.cs.add_usage(2, product=1, sp=1, total="0.004", end=OCT + timedelta(days=3))
+
+    # When billed
+    result = process_account(message(acct), world.deps())
+
+    # Then nothing is sent; the amount waits
+    assert world.whmcs.items == [] and result.carried == [("Product 1", Decimal("0.004"), "USD")]
+    assert world.ledger.load(2).pending_total() == Decimal("0.004")
+
+    # And next month it is billed with the new usage
+    world.cs.add_usage(2, product=1, sp=1, total="0.007", end=datetime(2026, 11, 5, tzinfo=UTC))
+    process_account(message(acct, datetime(2026, 11, 30, 23, tzinfo=UTC)), world.deps())
+    assert world.whmcs.items[0]["amount"] == Decimal("0.01")
+
+
+def test_currency_is_converted_and_stated(world: World) -> None:
+    # Given a EUR ComputeStacks user whose WHMCS client pays in GBP
+    acct = world.add_account(10, 2, 3, cs_cur="EUR", client_cur="GBP")
+    world.cs.add_usage(2, product=1, sp=1, total="92.00", end=OCT + timedelta(days=3))
+
+    # When billed
+    process_account(message(acct), world.deps())
+
+    # Then the amount is in GBP (92 EUR = 100 USD = 79 GBP) and the description says so
+    item = world.whmcs.items[0]
+    assert item["amount"] == Decimal("79.00")
+    assert "converted from 92.00 EUR at 1 EUR = 0.858696 GBP" in item["description"]
+    [line] = world.ledger.lines_of(2)
+    assert (line.source_total, line.source_currency, line.currency) == (Decimal("92.00"), "EUR", "GBP")
+
+
+def test_billing_start_excludes_older_usage(world: World) -> None:
+    acct = world.add_account(10, 2, 3)
+    world.cs.add_usage(2, product=1, sp=1, total="5", end=OCT + timedelta(days=3))
+    world.cs.add_usage(2, product=1, sp=1, total="7", end=OCT + timedelta(days=20))
+    process_account(message(acct), world.deps(billing_start=OCT + timedelta(days=10)))
+    assert [i["amount"] for i in world.whmcs.items] == [Decimal("7.00")]
+
+
+# ---------------------------------------------------------------------- failures
+
+
+def test_whmcs_5xx_is_retried_by_the_next_delivery(world: World) -> None:
+    acct = world.add_account(10, 2, 3)
+    month_of_usage(world.cs, 2)
+    world.whmcs.script = ["5xx"]
+
+    first = process_account(message(acct), world.deps())
+    assert first.error and world.whmcs.items == []
+    assert [ln.status for ln in world.ledger.load(2).lines.values()] == ["planned"]
+
+    second = process_account(message(acct), world.deps())
+    assert second.error is None and len(world.whmcs.items) == 1
+    assert world.ledger.load(2).lines == {}
+
+
+def test_refused_too_often_needs_attention_without_being_sent(world: World) -> None:
+    acct = world.add_account(10, 2, 3)
+    month_of_usage(world.cs, 2)
+    world.whmcs.script = ["5xx"] * 5
+    for _ in range(6):
+        process_account(message(acct), world.deps())
+    [line] = list(world.ledger.attention())
+    assert line.attempts == 5 and "refused it 5 times" in line.reason and world.whmcs.items == []
+
+
+def test_timeout_after_commit_needs_attention_and_is_never_resent(world: World) -> None:
+    acct = world.add_account(10, 2, 3)
+    month_of_usage(world.cs, 2)
+    world.whmcs.script = ["tac"]
+
+    result = process_account(message(acct), world.deps())
+    again = process_account(message(acct), world.deps())
+
+    assert [o.status for o in result.lines] == ["attention"] and again.lines == []
+    assert len(world.whmcs.items) == 1  # created once, never again
+    [line] = list(world.ledger.attention())
+    assert line.status == ATTENTION and "[ref 2:2026-10:1]" in line.reason
+
+    # When the operator finds it in WHMCS and records it
+    world.ledger.resolve_billed(line.ref, 1)
+
+    # Then it is done, no longer listed
+    assert list(world.ledger.attention()) == []
+    assert world.ledger.get_line(2, "2026-10", 1).billable_id == 1
+    with pytest.raises(Conflict):
+        world.ledger.resolve_billed(line.ref, 1)
+
+
+def test_operator_resend_sends_it_once_more(world: World) -> None:
+    acct = world.add_account(10, 2, 3)
+    month_of_usage(world.cs, 2)
+    world.whmcs.script = ["timeout"]  # sent, not created
+    process_account(message(acct), world.deps())
+    [line] = list(world.ledger.attention())
+
+    world.ledger.resolve_resend(line.ref)
+    process_account(message(acct, kind=COLLECT), world.deps())
+
+    assert len(world.whmcs.items) == 1
+    assert world.ledger.get_line(2, "2026-10", 1).status == DONE
+    assert list(world.ledger.attention()) == []
+
+
+def test_connect_failure_is_a_definite_failure(world: World) -> None:
+    acct = world.add_account(10, 2, 3)
+    month_of_usage(world.cs, 2)
+    world.whmcs.script = ["unreachable"]
+    assert process_account(message(acct), world.deps()).error
+    assert process_account(message(acct), world.deps()).error is None
+    assert len(world.whmcs.items) == 1
+
+
+@pytest.mark.parametrize("point", ["claim.before_save", "claim.after_save", "send.after_finish"])
+def test_crash_outside_the_send_window_loses_and_doubles_nothing(world: World, point: str) -> None:
+    acct = world.add_account(10, 2, 3)
+    exact = month_of_usage(world.cs, 2)
+    world.faults = [point]
+    with pytest.raises(SimulatedCrash):
+        process_account(message(acct), world.deps())
+
+    process_account(message(acct), world.deps())
+
+    assert [i["amount"] for i in world.whmcs.items] == [exact.quantize(Decimal("0.01"))]
+    assert list(world.ledger.attention()) == []
+
+
+@pytest.mark.parametrize(("point", "created"), [("send.after_mark", 0), ("send.after_call", 1)])
+def test_crash_while_sending_is_reported_after_the_lease_never_resent(world: World, point: str, created: int) -> None:
+    acct = world.add_account(10, 2, 3)
+    month_of_usage(world.cs, 2)
+    world.faults = [point]
+    with pytest.raises(SimulatedCrash):
+        process_account(message(acct), world.deps())
+
+    # A redelivery inside the lease sees it in flight; after the lease it is reported
+    soon = process_account(message(acct), world.deps())
+    world.clock.now += timedelta(minutes=20)
+    later = process_account(message(acct), world.deps())
+
+    assert [o.status for o in soon.lines] == ["in_flight"]
+    assert [o.status for o in later.lines] == ["attention"]
+    assert len(world.whmcs.items) == created
+    assert [ln.ref for ln in world.ledger.attention()] == ["2:2026-10:1"]
+
+
+def test_cs_failure_leaves_everything_for_the_retry(world: World) -> None:
+    acct = world.add_account(10, 2, 3)
+    exact = month_of_usage(world.cs, 2)
+    world.cs.fail = 1
+    assert process_account(message(acct), world.deps()).error
+    assert world.ledger.load(2).version == 0
+    process_account(message(acct), world.deps())
+    assert world.whmcs.items[0]["amount"] == exact.quantize(Decimal("0.01"))
+
+
+def test_a_deleted_user_still_gets_what_was_collected_billed(world: World) -> None:
+    # Given usage collected during the month, then the ComputeStacks user deleted
+    acct = world.add_account(10, 2, 3, cs_cur="EUR", client_cur="EUR")
+    world.cs.add_usage(2, product=1, sp=1, total="4.20", end=OCT + timedelta(days=3))
+    process_account(message(acct, OCT + timedelta(days=4), kind=COLLECT), world.deps())
+    del world.cs.users[2]
+
+    # When the month-end runs
+    result = process_account(message(acct), world.deps())
+
+    # Then it is not a failure, and the collected usage is billed in the known currency
+    assert result.error is None and result.missing
+    assert [(i["amount"], i["client_id"]) for i in world.whmcs.items] == [(Decimal("4.20"), 3)]
+
+
+def test_unknown_currency_fails_the_account_and_keeps_the_rows(world: World) -> None:
+    acct = world.add_account(10, 2, 3, cs_cur="CHF")
+    world.cs.add_usage(2, product=1, sp=1, total="5", end=OCT + timedelta(days=3))
+    result = process_account(message(acct), world.deps())
+    assert result.error and "CHF" in result.error and world.whmcs.items == []
+
+
+# ---------------------------------------------------------------------- preview, runner, planner, handlers
+
+
+def test_preview_writes_nothing(world: World) -> None:
+    world.add_account(10, 2, 3)
+    world.add_account(11, 4, 5, cs_cur="EUR", client_cur="EUR")
+    month_of_usage(world.cs, 2)
+    month_of_usage(world.cs, 4, total="1")
+
+    summary = world.run(dry_run=True)
+
+    assert world.table.scan()["Items"] == [] and world.whmcs.items == []
+    assert summary.totals() == {"EUR": Decimal("247.00"), "USD": Decimal("5.08")}
+    assert "PREVIEW" in summary.render() and summary.exit_code == 0
+
+
+def test_run_summary_counts_per_currency_and_exit_code(world: World) -> None:
+    world.add_account(10, 2, 3)
+    world.add_account(11, 4, 5, cs_cur="EUR", client_cur="EUR")
+    month_of_usage(world.cs, 2)
+    month_of_usage(world.cs, 4, total="1")
+    world.whmcs.script = ["ok", "tac"]
+
+    summary = world.run()
+
+    assert summary.accounts == 2 and len(summary.created) == 1 and len(summary.attention) == 1
+    assert summary.open_attention == 1 and summary.exit_code == 3
+    text = summary.render()
+    assert "needing attention: 1 from this run, 1 open in the ledger" in text
+
+
+def test_planner_reads_once_and_duplicate_triggers_are_one_run(world: World) -> None:
+    world.add_account(10, 2, 3)
+    world.add_account(11, 4, 5)
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="work")["QueueUrl"]
+        trigger = parse_trigger({"mode": "bill", "scheduled_time": "2026-10-31T23:00:00Z", "execution_id": "x"})
+
+        first = plan_run(trigger, ledger=world.ledger, accounts=world.accounts, whmcs=world.whmcs,
+                         sink=SqsSink(sqs, url), segments=2)
+        calls = world.whmcs.request_count
+        second = plan_run(trigger, ledger=world.ledger, accounts=world.accounts, whmcs=world.whmcs,
+                          sink=SqsSink(sqs, url))
+
+        bodies = []
+        while True:
+            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+            if not got:
+                break
+            bodies += [WorkMessage.from_json(m["Body"]) for m in got]
+            sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": m["MessageId"], "ReceiptHandle": m["ReceiptHandle"]}
+                                                            for m in got])
+    assert first.accounts == 2 and second.skipped == "done" and world.whmcs.request_count == calls == 2
+    assert sorted(b.account.service_id for b in bodies) == [10, 11]
+    assert {b.run.unit_mode for b in bodies} == {"quantity"} and {b.run.period for b in bodies} == {"2026-10"}
+    assert {c["code"] for c in bodies[0].run.currencies} == {"USD", "EUR", "GBP"}
+
+
+def test_collection_right_after_month_end_is_skipped(world: World) -> None:
+    world.add_account(10, 2, 3)
+    world.ledger.begin_run("bill#2026-10-31T23:00:00Z", kind=BILL, as_of=AS_OF, lease=timedelta(minutes=1))
+
+    class Sink:
+        def send(self, messages: list[WorkMessage]) -> None:
+            raise AssertionError("nothing should be planned")
+
+        def flush(self) -> None:
+            pass
+
+    result = plan_run(Trigger(COLLECT, AS_OF + timedelta(hours=1, minutes=30)), ledger=world.ledger,
+                      accounts=world.accounts, whmcs=world.whmcs, sink=Sink())
+    assert result.skipped == "after-bill"
+
+
+def test_trigger_validation() -> None:
+    with pytest.raises(InvalidInput):
+        parse_trigger({"mode": "bill"})
+    with pytest.raises(InvalidInput):
+        parse_trigger({"mode": "other", "scheduled_time": "2026-10-31T23:00:00Z"})
+    t = parse_trigger(json.loads((ROOT / "events/billing_planner.json").read_text()))
+    assert (t.kind, t.as_of, t.run_id) == (BILL, AS_OF, "bill#2026-10-31T23:00:00Z")
+
+
+def test_worker_handler_reports_only_failed_records(world: World) -> None:
+    ok = world.add_account(10, 2, 3)
+    bad = world.add_account(11, 4, 5, cs_cur="CHF")
+    month_of_usage(world.cs, 2)
+    month_of_usage(world.cs, 4)
+    event = json.loads((ROOT / "events/billing_worker.json").read_text())
+    template = event["Records"][0]
+    event["Records"] = [dict(template, messageId="m-ok", body=message(ok).to_json()),
+                        dict(template, messageId="m-bad", body=message(bad).to_json())]
+
+    answer = worker_handler(event, None, {}, deps=world.deps())
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-bad"}]}
+    assert len(world.whmcs.items) == 1
+
+
+def test_sample_worker_event_is_a_valid_message() -> None:
+    event = json.loads((ROOT / "events/billing_worker.json").read_text())
+    msg = WorkMessage.from_json(event["Records"][0]["body"])
+    assert msg.run.kind == BILL and msg.account.service_id == 10 and msg.run.period == "2026-10"
