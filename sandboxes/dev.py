@@ -46,6 +46,8 @@ def main() -> int:
     template = Template()
     prepare_environment(template)
     server = LocalServer("127.0.0.1", port, template).start()
+    linked = _link_demo_accounts(server.url, env["SIGNING_SECRET"])
+    env_file = _write_env_file(env)
     print(f"""
 ComputeStacks integration for WHMCS, running locally:
   API (cswhmcs serve)      {server.url}   signing secret: {env['SIGNING_SECRET']}
@@ -58,6 +60,12 @@ Try it (signed requests are valid for 300 s):
   .venv/bin/cswhmcs call /v1/accounts/list --secret {env['SIGNING_SECRET']}
 Or with curl:""", flush=True)
     cli_main(["curl", "/v1/connection/test", "{}", "--url", server.url, "--secret", env["SIGNING_SECRET"]])
+    print(f"""
+The demo ComputeStacks users of WHMCS services {', '.join(map(str, linked))} are linked (they were found by
+their external id, as imported accounts are). Month-end billing against this stack, from another shell:
+  set -a; . {env_file}; set +a
+  .venv/bin/cswhmcs billing preview
+  .venv/bin/cswhmcs billing run""", flush=True)
     print("\nCtrl-C stops everything.", flush=True)
 
     stop = False
@@ -75,6 +83,37 @@ Or with curl:""", flush=True)
     whmcs.stop()
     ddb.stop()
     return 0
+
+
+def _link_demo_accounts(url: str, secret: str) -> list[int]:
+    """Open the demo services' overview once: the backend finds their users and writes the mappings."""
+    import json
+
+    import httpx
+
+    from cswhmcs.signing import sign_headers
+
+    linked = []
+    for service_id, username in ((1, "jane.doe1-1@demo.computestacks.test"),
+                                 (2, "max.muster2-2@demo.computestacks.test")):
+        body = json.dumps({"serviceid": service_id, "userid": service_id, "username": username}).encode()
+        headers = {"Content-Type": "application/json", **sign_headers(secret, "/v1/accounts/overview", body)}
+        if httpx.post(url + "/v1/accounts/overview", content=body, headers=headers, timeout=10).status_code == 200:
+            linked.append(service_id)
+    return linked
+
+
+def _write_env_file(env: dict[str, str]) -> str:
+    """The local stack's settings (sandbox credentials only) for `cswhmcs billing` in another shell."""
+    from pathlib import Path
+
+    path = Path(".dev/env.sh")
+    path.parent.mkdir(exist_ok=True)
+    names = ("ACCOUNTS_TABLE", "LEDGER_TABLE", "IDEMPOTENCY_TABLE", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+             "AWS_SECRET_ACCESS_KEY")
+    values = {**env, **{n: os.environ[n] for n in names if n in os.environ}}
+    path.write_text("".join(f"{k}='{v}'\n" for k, v in values.items()))
+    return str(path)
 
 
 if __name__ == "__main__":
