@@ -361,14 +361,16 @@ def claim(state: AccountState, candidate: Candidate, line: Line) -> None:
     state.last_period[line.product_id] = max(state.last_period.get(line.product_id, ""), line.period)
 
 
-def carry(state: AccountState, candidate: Candidate) -> None:
-    """Leave a sub-cent candidate for a later run, folded into one bucket so the item stays small."""
+def carry(state: AccountState, candidate: Candidate) -> bool:
+    """Leave a sub-cent candidate for a later run, folded into one bucket so the item stays small.
+    Returns whether the state changed."""
     if len(candidate.buckets) < 2:
-        return
+        return False
     first, rest = candidate.buckets[0], candidate.buckets[1:]
     for bucket in rest:
         first.merge(bucket)
         del state.buckets[(bucket.product_id, bucket.key)]
+    return True
 
 
 def describe(*, product_name: str, product_label: str, first_start: datetime, last_end: datetime, period: str,

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -185,13 +185,3 @@ def lambda_trigger(event: Mapping[str, Any], *, ledger: Ledger, accounts: Any, w
     return {"run": trigger.run_id, "accounts": result.accounts, "skipped": result.skipped,
             "planned_at": datetime.now(UTC).isoformat(timespec="seconds")}
 
-
-def batched(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -43,7 +43,7 @@ from cswhmcs.billing.grouping import (
     needs_rows,
 )
 from cswhmcs.billing.ledger import Ledger, StateConflict
-from cswhmcs.billing.messages import BILL, Account, RunContext, WorkMessage
+from cswhmcs.billing.messages import BILL, RunContext, WorkMessage
 from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.usage import NO_TIME, RowKey, UsageRow, due_date, iso, parse_row, parse_time
 from cswhmcs.errors import ConfigurationError, DomainError, NotFound, UpstreamTimeout
@@ -295,8 +295,10 @@ class AccountWorker:
         return changed or stale
 
     def _update(self, state: AccountState) -> tuple[bool, list[Line]]:
-        """Steps B and C on ``state`` (in memory). Returns (changed, new lines)."""
+        """Steps B and C on ``state`` (in memory). Returns (changed, new lines). Run again from a fresh
+        state after a conflict, so it reports from scratch."""
         changed = False
+        self.result.carried = []
         if needs_rows(state, self.run.as_of):
             absorption = absorb(state, self._rows_for(state), as_of=self.run.as_of,
                                 billing_start=self.d.billing_start)
@@ -322,9 +324,8 @@ class AccountWorker:
         for cand in found:
             exact, factor = table.convert(cand.total, source, target)
             if exact < CENT:  # 1 cent is the smallest unit billed: the rows wait for the next run
-                carry(state, cand)
+                changed = carry(state, cand) or changed
                 self.result.carried.append((cand.product_label, exact, target))
-                changed = True
                 continue
             ref = line_ref(self.account.cs_user_id, self.run.period, cand.product_id)
             note = conversion_note(cand.total, source, target, factor) if source != target else ""
@@ -473,11 +474,3 @@ class AccountWorker:
 def process_account(message: WorkMessage, deps: WorkerDeps, *, dry_run: bool = False) -> AccountResult:
     return AccountWorker(deps, message, dry_run=dry_run).process()
 
-
-def iter_outcomes(results: list[AccountResult]) -> Iterator[LineOutcome]:
-    for r in results:
-        yield from r.lines
-
-
-__all__ = ["AccountResult", "AccountWorker", "BillingAborted", "LineOutcome", "WorkerDeps", "process_account",
-           "read_new_rows", "Account"]
