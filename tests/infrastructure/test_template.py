@@ -104,6 +104,9 @@ def test_billing_worker_reports_partial_failures_with_capped_concurrency_and_a_d
     assert event["Type"] == "SQS"
     assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert "MaximumConcurrency" in event["Properties"]["ScalingConfig"]
+    # Each worker paces itself to its share of the ComputeStacks budget: the share must match the cap.
+    assert event["Properties"]["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "WorkerMaxConcurrency"}
+    assert worker["Environment"]["Variables"]["WORKER_MAX_CONCURRENCY"] == {"Ref": "WorkerMaxConcurrency"}
     queue = tpl.resources["BillingWorkQueue"]["Properties"]
     assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["BillingWorkDLQ", "Arn"]}
