@@ -27,15 +27,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signing_secret(args: argparse.Namespace, command: str) -> str | None:
+    """--secret, else the first of $SIGNING_SECRET (the newest during a rotation)."""
+    secret: str = args.secret or os.environ.get("SIGNING_SECRET", "").split(",")[0].strip()
+    if not secret:
+        print(f"cswhmcs {command}: give --secret or set SIGNING_SECRET", file=sys.stderr)
+        return None
+    return secret
+
+
 def _cmd_call(args: argparse.Namespace) -> int:
     """Sign and send one request, as the PHP module would (handy with `make dev`)."""
     import httpx
 
     from cswhmcs.signing import sign_headers
 
-    secret = args.secret or os.environ.get("SIGNING_SECRET", "").split(",")[0].strip()
-    if not secret:
-        print("cswhmcs call: give --secret or set SIGNING_SECRET", file=sys.stderr)
+    secret = _signing_secret(args, "call")
+    if secret is None:
         return 2
     try:
         payload = json.loads(args.body)
@@ -56,7 +64,9 @@ def _cmd_curl(args: argparse.Namespace) -> int:
 
     from cswhmcs.signing import sign_headers
 
-    secret = args.secret or os.environ.get("SIGNING_SECRET", "").split(",")[0].strip()
+    secret = _signing_secret(args, "curl")
+    if secret is None:
+        return 2
     body = args.body.encode()
     h = sign_headers(secret, args.route, body)
     parts = ["curl", "-sS", "-X", "POST", args.url.rstrip("/") + args.route, "-H", "Content-Type: application/json"]
@@ -71,9 +81,8 @@ def _cmd_sign_event(args: argparse.Namespace) -> int:
     """Re-sign an API Gateway event file (events/*.json) with a fresh timestamp, for `sam local invoke -e`."""
     from cswhmcs.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_headers
 
-    secret = args.secret or os.environ.get("SIGNING_SECRET", "").split(",")[0].strip()
-    if not secret:
-        print("cswhmcs sign-event: give --secret or set SIGNING_SECRET", file=sys.stderr)
+    secret = _signing_secret(args, "sign-event")
+    if secret is None:
         return 2
     with open(args.event, encoding="utf-8") as fh:
         event = json.load(fh)
