@@ -155,6 +155,7 @@ def peak_in_window(times: Iterable[float], window: float) -> int:
 
 def measure(n: int, *, endpoint: str, scale: float, latency: float, concurrency: int) -> dict[str, Any]:
     import boto3
+
     from cswhmcs.billing.options import BillingOptions
     from cswhmcs.billing.run import build_runtime, run_billing
     from cswhmcs.config import Settings

@@ -90,6 +90,7 @@ def _link_demo_accounts(url: str, secret: str) -> list[int]:
     import json
 
     import httpx
+
     from cswhmcs.signing import sign_headers
 
     linked = []

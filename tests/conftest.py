@@ -81,6 +81,7 @@ class Tables:
 @pytest.fixture
 def tables(ddb_endpoint: str, template: Any) -> Tables:
     import boto3
+
     from cswhmcs.local.template import ensure_tables
 
     suffix = uuid.uuid4().hex[:8]
@@ -130,6 +131,7 @@ class LiveStack:
     def call(self, route: str, payload: Any, *, secret: str | None = None, sign: bool = True,
              raw: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 30) -> Any:
         import httpx
+
         from cswhmcs.signing import sign_headers
 
         body = raw if raw is not None else json.dumps(payload).encode()

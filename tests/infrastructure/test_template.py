@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from cswhmcs.local.template import Template
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from cswhmcs.api import reset_deps
 
+from cswhmcs.api import reset_deps
 from tests.conftest import LiveStack
 
 pytestmark = pytest.mark.integration

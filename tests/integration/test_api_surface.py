@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 import pytest
-from cswhmcs.signing import sign_headers
 
+from cswhmcs.signing import sign_headers
 from tests.conftest import OLD_SIGNING_SECRET, LiveStack
 
 pytestmark = pytest.mark.integration

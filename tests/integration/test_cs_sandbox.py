@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from cswhmcs.adapters.computestacks import ComputeStacksClient, UserSelector
 from cswhmcs.errors import (
     NotFound,
@@ -21,7 +22,6 @@ from cswhmcs.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-
 from sandboxes.computestacks import ComputeStacksSandbox, seed_demo
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from cswhmcs.local.template import Template
 from cswhmcs.signing import TIMESTAMP_HEADER, sign_headers, verify
-
 from tests.conftest import LiveStack
 
 ROOT = Path(__file__).resolve().parents[2]

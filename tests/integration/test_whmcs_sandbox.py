@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from cswhmcs.adapters.whmcs import Currency, WhmcsApiError, WhmcsClient, WhmcsPermissionDenied
 from cswhmcs.errors import UpstreamAuthFailed, UpstreamError, UpstreamTimeout, UpstreamUnreachable
-
 from sandboxes.whmcs import WhmcsSandbox, parse_form, seed_demo
 
 pytestmark = pytest.mark.integration

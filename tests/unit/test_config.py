@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from cswhmcs.config import load_settings
 from cswhmcs.errors import ConfigurationError
 
@@ -46,3 +47,29 @@ def test_require_names_missing_settings() -> None:
 def test_defaults_follow_api_md() -> None:
     s = load_settings({"BILLING_START": ""})
     assert (s.BILLING_DUE_DAY, s.BILLING_INVOICE_ACTION, s.BILLING_START) == (1, "duedate", None)
+
+
+def test_settings_from_secrets_manager_are_reread_so_a_rotation_reaches_warm_functions(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given settings loaded from a secret, with a short refresh age
+    import boto3
+    from moto import mock_aws
+
+    from cswhmcs.config import _CachedSettings
+
+    with mock_aws():
+        sm = boto3.client("secretsmanager", region_name="us-east-1")
+        arn = sm.create_secret(Name="rot", SecretString=json.dumps({"SIGNING_SECRET": "old"}))["ARN"]
+        monkeypatch.setenv("CONFIG_SECRET_ARN", arn)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        cached = _CachedSettings(max_age=0.05)
+        assert cached().signing_secrets() == [b"old"]
+        # When the secret is rotated
+        sm.put_secret_value(SecretId=arn, SecretString=json.dumps({"SIGNING_SECRET": "new,old"}))
+        # Then a warm reader sees it after the refresh age, and not before
+        first = cached()
+        import time
+
+        time.sleep(0.06)
+        assert first.signing_secrets() == [b"old"]
+        assert cached().signing_secrets() == [b"new", b"old"]

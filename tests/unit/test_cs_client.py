@@ -11,6 +11,9 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from cswhmcs.adapters.computestacks import ComputeStacksClient, UserSelector
 from cswhmcs.config import Settings
 from cswhmcs.errors import (
@@ -24,8 +27,6 @@ from cswhmcs.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 KEY = "ak-unit-test-key"
 SECRET = "unit-test-secret-value-1234567890"

@@ -6,9 +6,10 @@ import re
 from decimal import Decimal
 
 import pytest
-from cswhmcs.money import cents, fmt2, to_decimal
 from hypothesis import given
 from hypothesis import strategies as st
+
+from cswhmcs.money import cents, fmt2, to_decimal
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from cswhmcs.errors import Unauthorized
 from cswhmcs.signing import compute_signature, sign_headers, verify
 

@@ -11,6 +11,9 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from cswhmcs.adapters.whmcs import (
     Currency,
     WhmcsApiError,
@@ -29,8 +32,6 @@ from cswhmcs.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 URL = "https://whmcs.example.net/includes/api.php"
 IDENT = "ident-AbCdEf123456"

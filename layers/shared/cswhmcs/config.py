@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Mapping
 from datetime import date
-from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
@@ -111,7 +112,32 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError(f"Invalid configuration: {names}.") from None
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The settings of this execution environment (cached; tests call ``get_settings.cache_clear()``)."""
-    return load_settings()
+class _CachedSettings:
+    """The settings of this execution environment, validated once and reused by warm invocations.
+
+    With a Secrets Manager secret they are re-read every ``max_age`` seconds, so a rotated signing
+    secret or credential reaches warm functions within minutes (rotate by listing old and new secrets,
+    comma-separated, for longer than that). Tests call ``get_settings.cache_clear()``.
+    """
+
+    def __init__(self, max_age: float = 300.0) -> None:
+        self.max_age = max_age
+        self._value: Settings | None = None
+        self._loaded_at = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Settings:
+        with self._lock:
+            stale = self._value is not None and os.environ.get("CONFIG_SECRET_ARN") and \
+                time.monotonic() - self._loaded_at > self.max_age
+            if self._value is None or stale:
+                self._value = load_settings()
+                self._loaded_at = time.monotonic()
+            return self._value
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._value = None
+
+
+get_settings = _CachedSettings()
