@@ -73,7 +73,10 @@ def test_month_end_schedule_is_scheduler_v2_with_retries_dlq_and_time_zone(tpl: 
     assert p["RetryPolicy"]["MaximumRetryAttempts"] > 0
     assert "Arn" in p["DeadLetterConfig"]
     # The run's as-of is the scheduled time, never now().
-    assert "<aws.scheduler.scheduled-time>" in json.loads(p["Input"])["scheduled_time"]
+    payload = json.loads(p["Input"]["Fn::Sub"])
+    assert "<aws.scheduler.scheduled-time>" in payload["scheduled_time"]
+    # The month is the one of the schedule's own time zone.
+    assert payload["timezone"] == "${BillingTimezone}"
 
 
 def test_month_end_cron_fires_on_the_last_day_of_each_month_at_23_00() -> None:

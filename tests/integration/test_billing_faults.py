@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from cswhmcs.adapters.computestacks import ComputeStacksClient
 from cswhmcs.adapters.whmcs import WhmcsClient
 from cswhmcs.billing.messages import WorkMessage
@@ -20,7 +21,6 @@ from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.planner import Trigger, plan_run
 from cswhmcs.billing.run import Runtime, Summary
 from cswhmcs.billing.worker import process_account
-
 from tests.integration.test_billing_month_end import NOV_END, OCT_END, RATES, BillingStack, cents
 
 pytestmark = pytest.mark.integration

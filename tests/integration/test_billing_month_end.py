@@ -11,6 +11,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
+
 from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.run import Runtime, Summary, build_runtime, run_billing
 from cswhmcs.billing.usage import iso
@@ -306,6 +307,7 @@ def test_lambda_entry_points_end_to_end(stack: BillingStack, monkeypatch: pytest
     from pathlib import Path
 
     import boto3
+
     from cswhmcs.billing import handlers
     from cswhmcs.config import get_settings
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+
 from cswhmcs.adapters.whmcs import Currency
 from cswhmcs.billing.currency import CurrencyTable, Rate, conversion_note
 from cswhmcs.errors import ConfigurationError

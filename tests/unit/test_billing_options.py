@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
+
 from cswhmcs.billing.cli import Progress
 from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.worker import AccountResult

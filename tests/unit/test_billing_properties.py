@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
 from cswhmcs.billing.grouping import AccountState, Line, absorb, candidates, carry, claim, needs_rows
 from cswhmcs.billing.usage import iso, period_of
 from cswhmcs.billing.worker import read_new_rows
 from cswhmcs.money import cents
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 CENT = Decimal("0.01")

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+
 from cswhmcs.billing.usage import bucket_key, due_date, iso, parse_row, parse_time, period_of, unit_mode_for
 
 

@@ -10,11 +10,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import boto3
+import httpx
 import pytest
+from moto import mock_aws
+
 from cswhmcs.adapters.dynamo import AccountsRepo
-from cswhmcs.adapters.whmcs import Currency
+from cswhmcs.adapters.whmcs import Currency, WhmcsClient
 from cswhmcs.billing.grouping import ATTENTION, DONE
 from cswhmcs.billing.handlers import worker_handler
 from cswhmcs.billing.ledger import Ledger
@@ -22,10 +26,9 @@ from cswhmcs.billing.messages import BILL, COLLECT, Account, RunContext, WorkMes
 from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.planner import SqsSink, Trigger, parse_trigger, plan_run
 from cswhmcs.billing.run import run_billing
-from cswhmcs.billing.usage import iso
+from cswhmcs.billing.usage import iso, parse_time
 from cswhmcs.billing.worker import WorkerDeps, process_account
 from cswhmcs.errors import Conflict, InvalidInput, NotFound, UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from moto import mock_aws
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = datetime(2026, 10, 31, 23, tzinfo=UTC)
@@ -532,3 +535,201 @@ def test_sample_worker_event_is_a_valid_message() -> None:
     event = json.loads((ROOT / "events/billing_worker.json").read_text())
     msg = WorkMessage.from_json(event["Records"][0]["body"])
     assert msg.run.kind == BILL and msg.account.service_id == 10 and msg.run.period == "2026-10"
+
+
+# ---------------------------------------------------------------------- found in review
+
+
+class RealClientWhmcs:
+    """The fake WHMCS for reads, the real WhmcsClient (over a scripted transport) for AddBillableItem:
+    WHMCS applies each AddBillableItem, then answers with ``answer`` (status, body)."""
+
+    def __init__(self, fake: Any, answers: list[tuple[int, str]]) -> None:
+        self.fake = fake
+        self.answers = answers
+        self.created = 0
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            self.created += 1
+            default = (200, f'{{"result":"success","billableid":{self.created}}}')
+            status, body = self.answers.pop(0) if self.answers else default
+            return httpx.Response(status, content=body.encode())
+
+        self.client = WhmcsClient("https://whmcs.example/includes/api.php", "ident", "secret0",
+                                  transport=httpx.MockTransport(handler), sleep=lambda _s: None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fake, name)
+
+    def add_billable_item(self, **kw: Any) -> int:
+        return self.client.add_billable_item(**kw)
+
+
+PHP_NOTICE = ('<br />\n<b>Deprecated</b>: something in /var/www/whmcs/x.php on line 3<br />\n'
+              '{"result":"success","billableid":1}')
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (200, PHP_NOTICE),  # PHP printed a notice before the JSON: WHMCS did run the action
+    (200, '{"billableid": 1}'),  # an answer without a result
+    (504, "<html>Gateway Time-out</html>"),  # the proxy gave up waiting for PHP, which went on
+    (502, "<html>Bad Gateway</html>"),  # PHP died (after or before the insert: unknown)
+])
+def test_an_answer_that_does_not_say_what_happened_is_never_resent(world: World, status: int, body: str) -> None:
+    # Given WHMCS creates the item but answers with something that does not say so
+    acct = world.add_account(10, 2, 3)
+    month_of_usage(world.cs, 2)
+    wh = RealClientWhmcs(world.whmcs, [(status, body)])
+    deps = world.deps()
+    deps.whmcs = wh
+
+    # When the account is processed, and the message delivered again later
+    first = process(acct, deps)
+    world.clock.now += timedelta(minutes=30)
+    again = process(acct, deps)
+
+    # Then the line needs attention and WHMCS got it exactly once
+    assert wh.created == 1, "an ambiguous AddBillableItem was sent again"
+    assert [o.status for o in first.lines] == ["attention"] and again.lines == []
+    assert [ln.ref for ln in world.ledger.attention()] == ["2:2026-10:1"]
+
+
+def test_a_definite_refusal_is_still_sent_again(world: World) -> None:
+    acct = world.add_account(10, 2, 3)
+    month_of_usage(world.cs, 2)
+    wh = RealClientWhmcs(world.whmcs, [(200, '{"result":"error","message":"Client ID not Found"}'),
+                                       (500, "<html>Internal Server Error</html>")])
+    deps = world.deps()
+    deps.whmcs = wh
+    assert process(acct, deps).error
+    assert process(acct, deps).error
+    assert process(acct, deps).error is None
+    assert wh.created == 3 and [ln.status for ln in world.ledger.lines_of(2)] == [DONE]
+
+
+def process(acct: Any, deps: Any) -> Any:
+    return process_account(message(acct), deps)
+
+
+def test_resend_after_too_many_refusals_really_sends(world: World) -> None:
+    # Given a line WHMCS refused 5 times (now needing attention, known not created)
+    acct = world.add_account(10, 2, 3)
+    month_of_usage(world.cs, 2)
+    world.whmcs.script = ["5xx"] * 5
+    for _ in range(6):
+        process(acct, world.deps())
+    [line] = list(world.ledger.attention())
+    assert world.whmcs.items == []
+
+    # When the operator fixed the cause and asks for a re-send
+    world.ledger.resolve_resend(line.ref)
+    result = process(acct, world.deps())
+
+    # Then the next run sends it (once), and it is done
+    assert result.error is None and len(world.whmcs.items) == 1
+    assert world.ledger.get_line(2, "2026-10", 1).status == DONE
+    assert list(world.ledger.attention()) == []
+
+
+class BrokenSink:
+    def __init__(self, fail_after: int | None) -> None:
+        self.fail_after = fail_after
+        self.sent: list[Any] = []
+
+    def send(self, messages: list[Any]) -> None:
+        if self.fail_after is not None and len(self.sent) >= self.fail_after:
+            raise RuntimeError("SQS is throttling")
+        self.sent += messages
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_planner_that_failed_is_resumed_by_the_retry(world: World) -> None:
+    # Given two accounts and a planner that fails after sending the first message
+    world.add_account(10, 2, 3)
+    world.add_account(11, 4, 5)
+    trigger = Trigger(BILL, AS_OF)
+    with pytest.raises(RuntimeError):
+        plan_run(trigger, ledger=world.ledger, accounts=world.accounts, whmcs=world.whmcs,
+                 sink=BrokenSink(fail_after=1), segments=1, page_size=1)
+
+    # When Lambda retries the invocation a minute later (well inside the planner's lease)
+    world.clock.now += timedelta(minutes=1)
+    sink = BrokenSink(fail_after=None)
+    result = plan_run(trigger, ledger=world.ledger, accounts=world.accounts, whmcs=world.whmcs, sink=sink,
+                      segments=1, page_size=1)
+
+    # Then the retry resumes the run and every account gets its message
+    assert result.skipped == "" and result.accounts == 2
+    assert sorted(m.account.service_id for m in sink.sent) == [10, 11]
+
+
+class ReviewListSink:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def send(self, messages: list[Any]) -> None:
+        self.sent += messages
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("scheduled", "tz"), [
+    ("2026-11-01T03:00:00Z", "America/New_York"),  # 23:00 EDT on 31 October
+    ("2026-12-01T04:00:00Z", "America/New_York"),  # 23:00 EST on 30 November (after the DST change)
+    ("2026-10-31T22:00:00Z", "Europe/Berlin"),
+    ("2026-11-01T09:00:00Z", "Pacific/Honolulu"),
+])
+def test_a_month_end_scheduled_in_a_time_zone_bills_that_zone_s_month(world: World, scheduled: str, tz: str) -> None:
+
+    # Given the month-end schedule in a time zone (its scheduled_time is in UTC: the next UTC day west of UTC)
+    local = parse_time(scheduled).astimezone(ZoneInfo(tz))
+    assert (local.hour, (local + timedelta(days=1)).day) == (23, 1)
+    acct = world.add_account(10, 2, 3)
+    world.cs.add_usage(2, product=1, sp=1, total="5", end=parse_time(scheduled) - timedelta(days=2))
+    trigger = parse_trigger({"mode": "bill", "scheduled_time": scheduled, "timezone": tz})
+    sink = ReviewListSink()
+    plan_run(trigger, ledger=world.ledger, accounts=world.accounts, whmcs=world.whmcs, sink=sink, segments=1)
+    [msg] = sink.sent
+
+    # When the worker bills it
+    world.clock.now = parse_time(scheduled) + timedelta(minutes=5)
+    process_account(msg, world.deps())
+
+    # Then the line is for the local month that just ended, due in the month after it
+    period = f"{local.year:04d}-{local.month:02d}"
+    assert msg.run.period == period
+    [line] = world.ledger.lines_of(2)
+    assert line.period == period and f"(period {period})" in line.description
+    nxt = datetime(local.year + local.month // 12, local.month % 12 + 1, 1).date()
+    assert world.whmcs.items[0]["due_date"] == nxt
+    assert acct.cs_user_id == 2
+
+
+def test_a_trigger_without_or_with_an_unknown_time_zone_keeps_utc() -> None:
+    from cswhmcs.billing.planner import parse_trigger
+
+    for extra in ({}, {"timezone": "UTC"}, {"timezone": "Not/AZone"}):
+        t = parse_trigger({"mode": "bill", "scheduled_time": "2026-11-01T00:00:01Z", **extra})
+        assert RunContext(t.run_id, t.kind, t.as_of, timezone=t.timezone).period == "2026-11"
+
+
+def test_a_run_read_before_its_as_of_still_finds_rows_committed_late(world: World) -> None:
+    # Given an operator running October's billing at 20:00, three hours before its as-of
+    acct = world.add_account(10, 2, 3)
+    world.clock.now = AS_OF - timedelta(hours=3)
+    world.cs.add_usage(2, product=1, sp=1, total="1.00", end=AS_OF - timedelta(hours=3, minutes=5))
+    process_account(message(acct), world.deps())
+
+    # And ComputeStacks then commits a row of another subscription, created ten minutes before that read
+    late = world.cs.add_usage(2, product=1, sp=2, total="2.00", end=AS_OF - timedelta(hours=3, minutes=10))
+    assert parse_time(late["created_at"]) < world.clock.now
+
+    # When the following runs happen
+    world.clock.now = datetime(2026, 11, 30, 23, 5, tzinfo=UTC)
+    process_account(message(acct, datetime(2026, 11, 30, 23, tzinfo=UTC)), world.deps())
+
+    # Then that row is billed (in the next period), not lost below the scan floor
+    assert sorted(i["amount"] for i in world.whmcs.items) == [Decimal("1.00"), Decimal("2.00")]

@@ -251,7 +251,9 @@ class Ledger:
             state = self.load(line.cs_user_id)
             if line.key in state.lines:
                 raise Conflict(f"Billing line {ref} is already open again.")
-            line.status, line.token, line.sending_at, line.reason = PLANNED, "", "", ""
+            # A fresh start: a line that needed attention after max_send_attempts refusals would otherwise be
+            # reported again at once, never sent, however often the operator asked for it.
+            line.status, line.token, line.sending_at, line.reason, line.attempts = PLANNED, "", "", "", 0
             line.last_error = "re-send requested by an operator"
             state.lines[line.key] = line
             try:
@@ -318,6 +320,20 @@ class Ledger:
                 raise
             record.outcome = "busy"
         return record
+
+    def release_run(self, run_id: str) -> None:
+        """A planner that failed gives its lease up, so that the retry (Lambda retries a failed asynchronous
+        invocation after 1-2 minutes, well inside the lease) resumes the plan instead of finding it busy."""
+        try:
+            self.table.update_item(
+                Key=self._run_key(run_id), UpdateExpression="SET lease_until = :t",
+                ConditionExpression="#s = :planning",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":t": iso(self.clock()), ":planning": "planning"},
+            )
+        except ClientError as exc:
+            if not _cancelled_by_condition(exc):
+                raise
 
     def set_run_context(self, run_id: str, context: dict[str, Any]) -> None:
         self.table.update_item(

@@ -24,14 +24,18 @@ class RunContext:
     as_of: datetime
     unit_mode: str = "hours"
     currencies: list[dict[str, Any]] = field(default_factory=list)
+    timezone: str = ""  # the schedule's IANA zone: the period is the month that ends at as_of there
 
     @property
     def period(self) -> str:
-        return period_of(self.as_of)
+        return period_of(self.as_of, self.timezone)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run": self.run_id, "kind": self.kind, "as_of": iso(self.as_of), "unit": self.unit_mode,
-                "cur": self.currencies}
+        d = {"run": self.run_id, "kind": self.kind, "as_of": iso(self.as_of), "unit": self.unit_mode,
+             "cur": self.currencies}
+        if self.timezone:
+            d["tz"] = self.timezone
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunContext:
@@ -39,7 +43,8 @@ class RunContext:
         if kind not in (BILL, COLLECT):
             raise ValueError(f"Unknown run kind {kind!r}.")
         return cls(run_id=str(d["run"]), kind=kind, as_of=parse_time(d["as_of"]),
-                   unit_mode=str(d.get("unit", "hours")), currencies=list(d.get("cur") or []))
+                   unit_mode=str(d.get("unit", "hours")), currencies=list(d.get("cur") or []),
+                   timezone=str(d.get("tz") or ""))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from cswhmcs.billing.currency import CurrencyTable
 from cswhmcs.billing.ledger import Ledger
 from cswhmcs.billing.messages import BILL, COLLECT, Account, RunContext, WorkMessage
 from cswhmcs.billing.options import BillingOptions
-from cswhmcs.billing.usage import iso, parse_time, unit_mode_for
+from cswhmcs.billing.usage import iso, parse_time, unit_mode_for, zone_or_none
 from cswhmcs.errors import InvalidInput
 from cswhmcs.observability import logger
 
@@ -43,6 +43,7 @@ class Trigger:
     kind: str
     as_of: datetime
     execution_id: str = ""
+    timezone: str = ""  # the schedule's zone (ScheduleExpressionTimezone), when the trigger names it
 
     @property
     def run_id(self) -> str:
@@ -63,7 +64,13 @@ def parse_trigger(event: Mapping[str, Any]) -> Trigger:
         as_of = parse_time(raw).replace(microsecond=0)
     except ValueError:
         raise InvalidInput("The billing trigger's scheduled_time is not a time.", field="scheduled_time") from None
-    return Trigger(kind=kind, as_of=as_of, execution_id=str(event.get("execution_id") or ""))
+    timezone = str(event.get("timezone") or "").strip()
+    if timezone and zone_or_none(timezone) is None:
+        if timezone.upper() not in ("UTC", "Z", "ETC/UTC"):
+            logger.warning("billing trigger names an unknown time zone; periods are UTC months",
+                           extra={"timezone": timezone[:64]})
+        timezone = ""
+    return Trigger(kind=kind, as_of=as_of, execution_id=str(event.get("execution_id") or ""), timezone=timezone)
 
 
 def read_run_context(whmcs: Any, kind: str) -> dict[str, Any]:
@@ -87,27 +94,39 @@ def plan_run(trigger: Trigger, *, ledger: Ledger | None, accounts: Any, whmcs: A
              page_size: int = 1000, on_page: Callable[[int], None] | None = None) -> PlanResult:
     """Plan one run. ``ledger=None`` is a dry run: no run record is written."""
     options = options or BillingOptions()
-    context: dict[str, Any] = {}
-    if ledger is not None:
-        if trigger.kind == COLLECT and not force:
-            last_bill = ledger.last_bill_run_start()
-            if last_bill is not None and timedelta(0) <= trigger.as_of - last_bill <= options.collect_skip_after_bill:
-                logger.info("billing collection skipped: a month-end run just read every account",
-                            extra={"run": trigger.run_id})
-                return PlanResult(None, skipped="after-bill")
-        record = ledger.begin_run(trigger.run_id, kind=trigger.kind, as_of=trigger.as_of, lease=PLANNER_LEASE)
-        if record.outcome in ("done", "busy") and not force:
-            logger.info("billing run already planned or being planned", extra={"run": trigger.run_id,
-                                                                                "outcome": record.outcome})
-            return PlanResult(None, accounts=record.accounts, skipped=record.outcome)
+    if ledger is None:
+        return _plan(trigger, ledger=None, context=read_run_context(whmcs, trigger.kind), accounts=accounts,
+                     sink=sink, segments=segments, page_size=page_size, on_page=on_page)
+    if trigger.kind == COLLECT and not force:
+        last_bill = ledger.last_bill_run_start()
+        if last_bill is not None and timedelta(0) <= trigger.as_of - last_bill <= options.collect_skip_after_bill:
+            logger.info("billing collection skipped: a month-end run just read every account",
+                        extra={"run": trigger.run_id})
+            return PlanResult(None, skipped="after-bill")
+    record = ledger.begin_run(trigger.run_id, kind=trigger.kind, as_of=trigger.as_of, lease=PLANNER_LEASE)
+    if record.outcome in ("done", "busy") and not force:
+        logger.info("billing run already planned or being planned", extra={"run": trigger.run_id,
+                                                                            "outcome": record.outcome})
+        return PlanResult(None, accounts=record.accounts, skipped=record.outcome)
+    try:
         context = record.context
         if not context:
             context = read_run_context(whmcs, trigger.kind)
             ledger.set_run_context(trigger.run_id, context)
-    else:
-        context = read_run_context(whmcs, trigger.kind)
+        return _plan(trigger, ledger=ledger, context=context, accounts=accounts, sink=sink, segments=segments,
+                     page_size=page_size, on_page=on_page)
+    except BaseException:
+        # Give the lease up: Lambda's retry of this invocation (1-2 minutes later) resumes the plan
+        # instead of finding it "busy" and leaving the accounts not yet enqueued without their message.
+        ledger.release_run(trigger.run_id)
+        raise
+
+
+def _plan(trigger: Trigger, *, ledger: Ledger | None, context: dict[str, Any], accounts: Any, sink: WorkSink,
+          segments: int, page_size: int, on_page: Callable[[int], None] | None) -> PlanResult:
     run = RunContext(run_id=trigger.run_id, kind=trigger.kind, as_of=trigger.as_of,
-                     unit_mode=str(context.get("unit", "hours")), currencies=list(context.get("cur", [])))
+                     unit_mode=str(context.get("unit", "hours")), currencies=list(context.get("cur", [])),
+                     timezone=trigger.timezone)
 
     count = 0
     count_lock = threading.Lock()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cswhmcs.money import to_decimal
 
@@ -125,13 +126,26 @@ def parse_row(raw: Mapping[str, Any]) -> UsageRow:
 # ---------------------------------------------------------------------- periods
 
 
-def period_of(as_of: datetime) -> str:
-    """The billing period that ends at ``as_of``: the UTC month of the instant just before it.
+def period_of(as_of: datetime, timezone: str = "") -> str:
+    """The billing period that ends at ``as_of``: the month of the instant just before it, in UTC or in
+    ``timezone`` (the month-end schedule's zone: 23:00 on 31 October in New York is 03:00 UTC on
+    1 November, and closes October).
 
     ``2026-10-31T23:00Z`` and ``2026-11-01T00:00Z`` both close ``2026-10``.
     """
-    t = as_of.astimezone(UTC) - EPSILON
+    zone = zone_or_none(timezone)
+    t = (as_of - EPSILON).astimezone(zone or UTC)
     return f"{t.year:04d}-{t.month:02d}"
+
+
+def zone_or_none(name: str | None) -> ZoneInfo | None:
+    """The IANA zone ``name``; None for "", "UTC" or a name this system does not know."""
+    if not name or name.strip().upper() in ("UTC", "Z", "ETC/UTC"):
+        return None
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 def next_month(period: str) -> tuple[int, int]:

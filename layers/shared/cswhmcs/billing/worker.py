@@ -26,12 +26,14 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+from cswhmcs.adapters.whmcs import WhmcsApiError
 from cswhmcs.billing.currency import CurrencyTable, conversion_note
 from cswhmcs.billing.grouping import (
     ATTENTION,
     DONE,
     PLANNED,
     SENDING,
+    SETTLE,
     AccountState,
     Line,
     absorb,
@@ -46,7 +48,15 @@ from cswhmcs.billing.ledger import Ledger, StateConflict
 from cswhmcs.billing.messages import BILL, RunContext, WorkMessage
 from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.usage import NO_TIME, RowKey, UsageRow, due_date, iso, parse_row, parse_time
-from cswhmcs.errors import ConfigurationError, DomainError, NotFound, UpstreamTimeout
+from cswhmcs.errors import (
+    ConfigurationError,
+    DomainError,
+    NotFound,
+    RateLimited,
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from cswhmcs.money import cents
 
 CENT = Decimal("0.01")
@@ -167,6 +177,21 @@ def read_new_rows(cs: Any, cs_user_id: int, *, floor: RowKey, billing_start: dat
     return rows
 
 
+# HTTP answers to AddBillableItem that do not say whether the item was created. A 2xx means PHP ran the
+# action (an answer that is not JSON, e.g. a PHP notice printed before it, or JSON without a result);
+# 502/504 and Cloudflare's 520-524 mean a proxy gave up on PHP, which may have gone on and created it.
+# Only WHMCS's own "result: error", a 5xx WHMCS itself sends (500, 503: nothing applied) and a request
+# that never left count as definite failures, sent again later.
+AMBIGUOUS_STATUSES = frozenset({502, 504, 520, 521, 522, 523, 524})
+
+
+def ambiguous_answer(exc: UpstreamError) -> bool:
+    if isinstance(exc, WhmcsApiError | UpstreamAuthFailed | RateLimited):
+        return False  # WHMCS (or its auth layer) answered clearly: nothing was created
+    status = exc.http_status
+    return status is None or 200 <= status < 300 or status in AMBIGUOUS_STATUSES
+
+
 def _user_currency(user: Any) -> str | None:
     if user is None:
         return None
@@ -185,6 +210,7 @@ class AccountWorker:
         self.dry_run = dry_run
         self.result = AccountResult(self.account.service_id, self.account.cs_user_id)
         self._rows: list[UsageRow] | None = None
+        self._read_at: datetime | None = None  # when the rows were listed
         self._state: AccountState | None = None  # as last read or written by us
 
     # ------------------------------------------------------------------ state item
@@ -267,6 +293,7 @@ class AccountWorker:
 
     def _rows_for(self, state: AccountState) -> list[UsageRow]:
         if self._rows is None:
+            self._read_at = self.d.clock()
             try:
                 self._rows = read_new_rows(self.d.cs, self.account.cs_user_id, floor=state.scan_floor,
                                            billing_start=self.d.billing_start, per_page=self.d.options.per_page)
@@ -300,8 +327,12 @@ class AccountWorker:
         changed = False
         self.result.carried = []
         if needs_rows(state, self.run.as_of):
-            absorption = absorb(state, self._rows_for(state), as_of=self.run.as_of,
-                                billing_start=self.d.billing_start)
+            rows = self._rows_for(state)
+            # The settling margin counts back from when the rows were listed: a run read before its as-of
+            # (an operator's --as-of in the future) must not move the floor past rows not yet committed.
+            early = self.run.as_of - self._read_at if self._read_at else timedelta(0)
+            absorption = absorb(state, rows, as_of=self.run.as_of, billing_start=self.d.billing_start,
+                                settle=SETTLE + max(early, timedelta(0)))
             self.result.rows_absorbed = len(absorption.absorbed)
             self.result.rows_deferred = len(absorption.deferred)
             changed = True
@@ -413,6 +444,11 @@ class AccountWorker:
             return DONE, int(billable_id), ""
         except UpstreamTimeout as exc:
             if exc.maybe_applied:
+                return ATTENTION, None, (f"{exc.message} It may or may not have been created: search WHMCS "
+                                         f"billable items for [ref {line.ref}]")
+            return "failed", None, exc.message
+        except UpstreamError as exc:
+            if ambiguous_answer(exc):
                 return ATTENTION, None, (f"{exc.message} It may or may not have been created: search WHMCS "
                                          f"billable items for [ref {line.ref}]")
             return "failed", None, exc.message
