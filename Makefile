@@ -57,6 +57,7 @@ lint:
 
 cfn-lint:
 	$(VENV)/bin/cfn-lint template.yaml
+	$(SAMVENV)/bin/sam validate --lint --region us-east-1
 
 # Needs aws-sam-cli (pip install aws-sam-cli) and python3.13 first on PATH.
 build:
