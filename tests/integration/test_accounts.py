@@ -315,3 +315,27 @@ def test_computestacks_5xx_is_502_and_a_timeout_is_504(live_stack: LiveStack,
     live_stack.cs.latency = 0
     assert resp.status_code == 504 and "ComputeStacks" in resp.json()["message"]
     assert "Traceback" not in resp.text
+
+
+def test_list_can_be_paged_one_computestacks_page_per_answer(live_stack: LiveStack) -> None:
+    # Given 75 users
+    for i in range(75):
+        live_stack.cs.add_user(f"p{i:02d}@example.org", f"F{i}", f"L{i:02d}")
+    # When the list is asked page by page
+    seen: list[str] = []
+    page: int | None = 1
+    answers = 0
+    while page is not None:
+        before = len(live_stack.cs.requests)
+        body = live_stack.call("/v1/accounts/list", {"page": page, "page_size": 30}).json()
+        assert len(live_stack.cs.requests) - before == 1  # one ComputeStacks request per answer
+        assert body["page"] == page
+        seen += [a["email"] for a in body["accounts"]]
+        page = body["next_page"]
+        answers += 1
+    # Then every user came exactly once, in three answers
+    assert answers == 3
+    assert sorted(seen) == sorted(f"p{i:02d}@example.org" for i in range(75))
+    # And a bad page size is refused, naming the field
+    resp = live_stack.call("/v1/accounts/list", {"page": 1, "page_size": 50_000})
+    assert resp.status_code == 422 and "page_size" in resp.json()["message"]

@@ -31,6 +31,10 @@ ini_set('display_errors', 'stderr');
 require __DIR__ . '/stubs.php';
 
 $moduleDir = dirname(__DIR__, 2) . '/whmcs/modules/servers/computestacks';
+// Lets a test page the Server Sync with small pages (the module's default is 2,000 users per answer).
+if (getenv('CSW_SYNC_PAGE_SIZE') !== false) {
+    define('COMPUTESTACKS_SYNC_PAGE_SIZE', (int) getenv('CSW_SYNC_PAGE_SIZE'));
+}
 require_once $moduleDir . '/computestacks.php';
 
 $phpErrors = array();

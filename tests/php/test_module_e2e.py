@@ -888,3 +888,29 @@ def test_order_paid_hook_credits_the_deposit_once(live_stack: Any) -> None:
         messages = [a["message"] for a in steps(report)[name]["activity"]]
         assert messages == [f"ComputeStacks: order #{order_id} deposit credit is 25.00 EUR."], messages
     assert_log_clean(report)
+
+
+def test_list_accounts_pages_through_every_user(live_stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given 75 ComputeStacks users (and the admin), and the module paging 30 users per answer
+    for i in range(75):
+        live_stack.cs.add_user(f"sync{i:02d}@example.org", f"F{i}", f"L{i:02d}", active=(i % 4 != 0))
+    monkeypatch.setenv("CSW_SYNC_PAGE_SIZE", "30")
+    # When WHMCS runs the Server Sync Tool
+    report = run_driver(
+        live_stack.api_host,
+        live_stack.signing_secret,
+        {
+            "params": {"serverhostname": live_stack.api_host, "serversecure": False,
+                       "serveraccesshash": live_stack.signing_secret},
+            "steps": [{"name": "list", "fn": "ListAccounts"}],
+        },
+    )
+    # Then it got every non-admin user, through three signed calls of one ComputeStacks page each
+    result = steps(report)["list"]["result"]
+    assert result["success"] is True
+    emails = [a["email"] for a in result["accounts"]]
+    assert sorted(emails) == sorted(f"sync{i:02d}@example.org" for i in range(75))
+    assert {a["status"] for a in result["accounts"] if a["email"] == "sync00@example.org"} == {"Suspended"}
+    lists = [line for line in live_stack.log_lines if "/v1/accounts/list -> 200" in line]
+    assert len(lists) == 3
+    assert len([r for r in live_stack.cs.requests if r["path"].endswith("/admin/users")]) == 3

@@ -244,6 +244,27 @@ class ComputeStacksClient:
         params = {"include": "balance"} if include_balance else {}
         return self._paginate(USERS_PATH, "users", per_page=per_page, params=params)
 
+    def list_users_page(self, page: int, *, per_page: int) -> tuple[list[dict[str, Any]], bool]:
+        """One page of users (admins included) and whether another page follows (one request)."""
+        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+            raise ValueError("page must be a positive integer.")
+        if isinstance(per_page, bool) or not isinstance(per_page, int) or per_page < 1:
+            raise ValueError("per_page must be a positive integer.")
+        query = {"page": str(page), "per_page": str(per_page)}
+        response = self._call("GET", USERS_PATH, params=query, resend=True)
+        if response.status_code != 200:
+            self._raise_for(response)
+        body = self._json(response)
+        rows = body.get("users") if isinstance(body, dict) else None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            self._unexpected(response)
+        next_page = _next_page(response.headers.get("link"))
+        if next_page is not None:
+            return rows, next_page > page
+        if "link" in response.headers or "total" in response.headers:
+            return rows, False
+        return rows, len(rows) >= per_page and bool(rows)
+
     def iter_user_groups(self, *, per_page: int = 500) -> Iterator[dict[str, Any]]:
         return self._paginate("/api/admin/user_groups", "user_groups", per_page=per_page)
 

@@ -19,6 +19,15 @@ require_once __DIR__ . '/lib/Client.php';
 
 use CSWhmcs\Client;
 
+/** Users per /v1/accounts/list answer during a Server Sync (one ComputeStacks page each). */
+if (!defined('COMPUTESTACKS_SYNC_PAGE_SIZE')) {
+    define('COMPUTESTACKS_SYNC_PAGE_SIZE', 2000);
+}
+/** A safety stop: 1,000 pages of 2,000 = two million users. */
+if (!defined('COMPUTESTACKS_SYNC_MAX_PAGES')) {
+    define('COMPUTESTACKS_SYNC_MAX_PAGES', 1000);
+}
+
 /**
  * @return array
  */
@@ -231,18 +240,34 @@ function computestacks_TestConnection(array $params)
  */
 function computestacks_ListAccounts(array $params)
 {
-    try {
-        $response = computestacks_call('ListAccounts', '/v1/accounts/list', $params, false);
-    } catch (\Throwable $e) {
-        return array('success' => false, 'error' => computestacks_error_text($e));
+    // Page by page (each answer is one ComputeStacks page), so any number of users fits API Gateway's
+    // time and size limits; a backend without paging answers everything at once, with no next_page.
+    $remoteAccounts = array();
+    $page = 1;
+    for ($calls = 0; $page !== null && $calls < COMPUTESTACKS_SYNC_MAX_PAGES; $calls++) {
+        try {
+            $response = computestacks_call('ListAccounts', '/v1/accounts/list',
+                array_merge($params, array('page' => $page, 'page_size' => COMPUTESTACKS_SYNC_PAGE_SIZE)), false);
+        } catch (\Throwable $e) {
+            return array('success' => false, 'error' => computestacks_error_text($e));
+        }
+        if (!isset($response['accounts']) || !is_array($response['accounts'])) {
+            return array('success' => false, 'error' => 'The ComputeStacks backend returned no account list.');
+        }
+        foreach ($response['accounts'] as $remote) {
+            $remoteAccounts[] = $remote;
+        }
+        $next = isset($response['next_page']) ? (int) $response['next_page'] : 0;
+        $page = $next > $page ? $next : null;
     }
-    if (!isset($response['accounts']) || !is_array($response['accounts'])) {
-        return array('success' => false, 'error' => 'The ComputeStacks backend returned no account list.');
+    if ($page !== null) {
+        return array('success' => false,
+            'error' => 'The ComputeStacks backend kept answering more pages of accounts; the sync was stopped.');
     }
     $statusClass = '\WHMCS\Service\Status';
     $hasStatus = class_exists($statusClass);
     $accounts = array();
-    foreach ($response['accounts'] as $remote) {
+    foreach ($remoteAccounts as $remote) {
         if (!is_array($remote)) {
             continue;
         }
