@@ -129,3 +129,80 @@ def test_a_whmcs_failure_leaves_the_order_creditable_later(live_stack: LiveStack
     assert live_stack.whmcs.credits == []
     assert live_stack.call("/v1/hooks/order-paid", o["body"]).json()["credited"] == "12.00"
     assert len(credits_for(live_stack, o["client"]["id"])) == 1
+
+
+# --- a failed delivery is not lost: the daily sweep delivers it again ------------------------------------
+
+def sweep(stack: LiveStack) -> list[dict[str, Any]]:
+    from cswhmcs.api import get_deps
+    from cswhmcs.credit import retry_open_credits
+
+    return retry_open_credits(get_deps())
+
+
+@pytest.mark.parametrize("action", ["GetInvoice", "AddCredit"])
+def test_a_delivery_that_failed_is_credited_once_by_the_sweep(live_stack: LiveStack, action: str) -> None:
+    # Given WHMCS failing while the one OrderPaid delivery is handled (WHMCS fires the hook only once)
+    o = seed_order(live_stack, amounts=("30.00",))
+    # (reads are retried by the client, so GetInvoice must fail 3 times; AddCredit is never re-sent)
+    live_stack.whmcs.fail_next(3 if action == "GetInvoice" else 1, status=500, actions=[action])
+    assert live_stack.call("/v1/hooks/order-paid", o["body"]).status_code == 502
+    assert live_stack.whmcs.credits == []
+    # When the daily sweep runs (twice)
+    first = sweep(live_stack)
+    second = sweep(live_stack)
+    # Then the deposit was credited exactly once, and nothing stays open
+    assert [(r["orderId"], r.get("credited")) for r in first] == [(o["orderId"], "30.00")]
+    assert second == []
+    assert len(credits_for(live_stack, o["client"]["id"])) == 1
+    # And a later delivery of the hook answers the same
+    assert live_stack.call("/v1/hooks/order-paid", o["body"]).json()["credited"] == "30.00"
+
+
+def test_a_credit_whose_answer_was_lost_and_not_yet_visible_is_settled_by_the_sweep(live_stack: LiveStack) -> None:
+    # Given AddCredit applied by WHMCS but its answer lost, and GetCredits failing at that moment
+    o = seed_order(live_stack, amounts=("18.00",))
+    live_stack.whmcs.timeout_after_commit_next(1, delay=2.5, actions=["AddCredit"])
+    live_stack.whmcs.fail_next(3, status=500, actions=["GetCredits"])
+    assert live_stack.call("/v1/hooks/order-paid", o["body"]).status_code in (502, 504)
+    # When the sweep runs
+    outcome = sweep(live_stack)
+    # Then it finds the credit in WHMCS instead of sending a second one
+    assert [r.get("credited") for r in outcome] == ["18.00"]
+    assert len(credits_for(live_stack, o["client"]["id"])) == 1
+
+
+def test_nothing_is_kept_open_for_refused_input_or_unpaid_invoices(live_stack: LiveStack) -> None:
+    o = seed_order(live_stack, status="Unpaid")
+    live_stack.call("/v1/hooks/order-paid", o["body"])
+    live_stack.call("/v1/hooks/order-paid", {"orderId": 5, "invoiceId": 5})
+    assert sweep(live_stack) == []
+    assert live_stack.tables.scan("ledger") == []
+
+
+def test_an_order_that_turned_unpaid_is_settled_with_nothing(live_stack: LiveStack) -> None:
+    o = seed_order(live_stack, amounts=("9.00",))
+    live_stack.whmcs.fail_next(3, status=500, actions=["GetInvoice"])
+    live_stack.call("/v1/hooks/order-paid", o["body"])
+    live_stack.whmcs.set_invoice_status(o["invoiceId"], "Refunded")
+    assert [r.get("credited") for r in sweep(live_stack)] == ["0.00"]
+    assert sweep(live_stack) == [] and live_stack.whmcs.credits == []
+
+
+def test_the_daily_collection_trigger_sweeps_open_credits(live_stack: LiveStack) -> None:
+    # Given an order whose only OrderPaid delivery failed
+    from cswhmcs.billing.handlers import planner_handler
+
+    o = seed_order(live_stack, amounts=("11.00",))
+    live_stack.whmcs.fail_next(1, status=503, actions=["AddCredit"])
+    assert live_stack.call("/v1/hooks/order-paid", o["body"]).status_code == 502
+
+    class NoSqs:
+        def send_message_batch(self, **kwargs: Any) -> dict[str, Any]:
+            return {"Successful": [{"Id": e["Id"]} for e in kwargs["Entries"]]}
+
+    # When the Scheduler's daily "collect" input reaches the planner
+    event = {"mode": "collect", "scheduled_time": "2026-11-20T00:30:00Z", "execution_id": "x", "timezone": "UTC"}
+    planner_handler(event, None, {"WORK_QUEUE_URL": "https://sqs.example/work"}, sqs=NoSqs())
+    # Then the deposit is credited, once
+    assert len(credits_for(live_stack, o["client"]["id"])) == 1

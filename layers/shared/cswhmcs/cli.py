@@ -102,6 +102,27 @@ def _cmd_sign_event(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_credits(args: argparse.Namespace) -> int:
+    """Deposit credits whose OrderPaid delivery failed: list them, or deliver them again now."""
+    from cswhmcs.api import Deps
+    from cswhmcs.config import get_settings
+    from cswhmcs.credit import retry_open_credits
+
+    deps = Deps(get_settings())
+    if args.action == "open":
+        rows = list(deps.order_credits.open_orders())
+        for order_id, body, status in rows:
+            print(f"order #{order_id}  invoice #{body.get('invoiceId')}  client #{body.get('userId')}  {status}")
+        print(f"{len(rows)} order credit(s) not settled", file=sys.stderr)
+        return 0 if not rows else 3
+    outcomes = retry_open_credits(deps)
+    for o in outcomes:
+        result = f"credited {o['credited']} {o['currency']}" if "credited" in o else f"failed: {o['error']}"
+        print(f"order #{o['orderId']} ({o['was']}): {result}")
+    print(f"{len(outcomes)} order credit(s) retried", file=sys.stderr)
+    return 3 if any("error" in o for o in outcomes) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cswhmcs", description="ComputeStacks integration for WHMCS: local tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--secret")
     se.add_argument("--in-place", action="store_true")
     se.set_defaults(func=_cmd_sign_event)
+
+    credits = sub.add_parser("credits", help="deposit credits whose OrderPaid delivery failed (the daily "
+                             "collection retries them too)")
+    credits.add_argument("action", choices=["open", "retry"], help="open: list them; retry: deliver them again now")
+    credits.set_defaults(func=_cmd_credits)
 
     from cswhmcs.billing.cli import add_billing_commands
 

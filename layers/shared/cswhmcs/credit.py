@@ -13,8 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 from cswhmcs.adapters.dynamo import OrderCredit
-from cswhmcs.api import Request
-from cswhmcs.errors import Conflict, DomainError, InvalidInput, UpstreamTimeout
+from cswhmcs.api import Deps, Request
+from cswhmcs.errors import Conflict, DomainError, InvalidInput, UpstreamError, UpstreamTimeout
 from cswhmcs.models import OrderPaidParams, parse
 from cswhmcs.money import cents, fmt2, to_decimal
 from cswhmcs.observability import logger
@@ -82,7 +82,23 @@ def order_paid(req: Request) -> dict[str, Any]:
     record: OrderCredit | None = records.get(params.orderId)
     if record is not None and record.status == "done":
         return _answer(record.amount, record.currency)
+    try:
+        return _credit(req, params, record)
+    except (UpstreamError, UpstreamTimeout) as exc:
+        # WHMCS will not fire OrderPaid again: keep the order for the daily sweep (retry_open_credits).
+        records.remember_open(params.orderId, params.model_dump(), exc.message)
+        raise
 
+
+def _settle_nothing(req: Request, params: OrderPaidParams, record: OrderCredit | None,
+                    currency: str) -> dict[str, Any]:
+    if record is not None:  # an earlier failed delivery left it open: nothing to credit after all
+        req.deps.order_credits.mark(params.orderId, "nothing")
+    return _answer(Decimal("0.00"), currency)
+
+
+def _credit(req: Request, params: OrderPaidParams, record: OrderCredit | None) -> dict[str, Any]:
+    records = req.deps.order_credits
     whmcs = req.deps.whmcs
     invoice = whmcs.get_invoice(params.invoiceId)
     if int(invoice.get("userid") or 0) != params.userId:
@@ -91,15 +107,15 @@ def order_paid(req: Request) -> dict[str, Any]:
     client = whmcs.get_client(params.userId)
     currency = str(client.get("currency_code") or "")
     if str(invoice.get("status", "")).lower() != "paid":
-        return _answer(Decimal("0.00"), currency)
+        return _settle_nothing(req, params, record, currency)
     amount = creditable_amount(req, params, invoice)
     if amount <= 0:
-        return _answer(Decimal("0.00"), currency)
+        return _settle_nothing(req, params, record, currency)
 
     intent = OrderCredit(order_id=params.orderId, status="pending", amount=amount, currency=currency,
                          client_id=params.userId, invoice_id=params.invoiceId)
-    taken_over = record is not None  # a stale pending/ambiguous claim left by an earlier delivery
-    if not records.claim(intent):
+    taken_over = record is not None  # a stale open/pending/ambiguous record left by an earlier delivery
+    if not records.claim(intent, params.model_dump()):
         return _wait_for_other_delivery(req, params.orderId)
 
     if taken_over and _already_credited(req, params.userId, params.orderId, amount):
@@ -109,10 +125,11 @@ def order_paid(req: Request) -> dict[str, Any]:
         balance = whmcs.add_credit(params.userId, amount, description(params.orderId))
     except UpstreamTimeout as exc:
         if exc.maybe_applied:
+            # Ambiguous first: if the check below fails too, no later delivery may credit blindly.
+            records.mark(params.orderId, "ambiguous")
             if _already_credited(req, params.userId, params.orderId, amount):
                 records.mark(params.orderId, "done", note="confirmed by GetCredits after a timeout")
                 return _answer(amount, currency)
-            records.mark(params.orderId, "ambiguous")
             raise UpstreamTimeout("WHMCS did not confirm the credit in time; the next delivery of this order "
                                   "checks WHMCS before crediting again.", upstream="WHMCS",
                                   maybe_applied=True) from None
@@ -137,3 +154,20 @@ def _wait_for_other_delivery(req: Request, order_id: int) -> dict[str, Any]:
         time.sleep(0.2)
     raise Conflict(f"The credit for order #{order_id} is being applied by another delivery; retry shortly.",
                    code="order_credit_in_progress")
+
+
+def retry_open_credits(deps: Deps) -> list[dict[str, Any]]:
+    """Deliver again every order whose credit is not settled (run daily by the billing planner, and by
+    `cswhmcs credits retry`). Safe to run any time: each delivery checks WHMCS before crediting."""
+    outcomes: list[dict[str, Any]] = []
+    for order_id, body, status in deps.order_credits.open_orders():
+        req = Request(route="/v1/hooks/order-paid", payload=body, settings=deps.settings, deps=deps)
+        try:
+            answer = order_paid(req)
+            outcomes.append({"orderId": order_id, "was": status, "credited": answer["credited"],
+                             "currency": answer["currency"]})
+        except DomainError as exc:
+            outcomes.append({"orderId": order_id, "was": status, "error": exc.message})
+    if outcomes:
+        logger.info("open order credits retried", extra={"outcomes": outcomes})
+    return outcomes

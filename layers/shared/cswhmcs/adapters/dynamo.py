@@ -5,6 +5,7 @@ Billing keeps its own records in ``cswhmcs.billing.ledger`` (same LedgerTable, i
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import boto3
-from boto3.dynamodb.conditions import Attr
+from boto3.dynamodb.conditions import Attr, Key
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -166,7 +167,15 @@ class OrderCredit:
 
 
 class OrderCreditRecords:
-    """Exactly-once record per order in the LedgerTable (money: never expires)."""
+    """Exactly-once record per order in the LedgerTable (money: never expires).
+
+    Until an order's credit is settled ("done", or "nothing" when nothing turned out creditable) its item
+    carries the hook's body and sits in the sparse index ``gsi1`` under ``credit-open``: the daily sweep
+    (``cswhmcs.credit.retry_open_credits``) delivers it again, so a deposit is never lost to a failure
+    the WHMCS hook will not repeat.
+    """
+
+    OPEN = "credit-open"
 
     def __init__(self, table: Any) -> None:
         self.table = table
@@ -183,16 +192,20 @@ class OrderCreditRecords:
         item = self.table.get_item(Key=self._key(order_id), ConsistentRead=True).get("Item")
         if not item:
             return None
-        return OrderCredit(order_id=order_id, status=str(item["status"]), amount=Decimal(str(item["amount"])),
-                           currency=str(item.get("currency", "")), client_id=int(item["client_id"]),
-                           invoice_id=int(item["invoice_id"]))
+        return OrderCredit(order_id=order_id, status=str(item["status"]),
+                           amount=Decimal(str(item.get("amount", "0"))), currency=str(item.get("currency", "")),
+                           client_id=int(item.get("client_id", 0)), invoice_id=int(item.get("invoice_id", 0)))
 
-    def claim(self, credit: OrderCredit, lease_seconds: int = 60) -> bool:
+    def _open_fields(self, order_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        return {"params": json.dumps(body, default=str, sort_keys=True), "gsi1pk": self.OPEN,
+                "gsi1sk": f"{order_id:012d}"}
+
+    def claim(self, credit: OrderCredit, body: dict[str, Any], lease_seconds: int = 60) -> bool:
         """Write the intent. True when this caller owns the order's credit now.
 
-        A "pending" claim older than the lease (a crash between claim and AddCredit) or an "ambiguous"
-        one (AddCredit timed out) may be taken over; the new owner checks WHMCS GetCredits before
-        sending anything.
+        An "open" record (an earlier delivery failed before claiming), a "pending" claim older than the
+        lease (a crash between claim and AddCredit) or an "ambiguous" one (AddCredit timed out) may be
+        taken over; the new owner checks WHMCS GetCredits before sending anything.
         """
         now = int(time.time())
         try:
@@ -200,10 +213,11 @@ class OrderCreditRecords:
                 Item={**self._key(credit.order_id), "status": "pending", "amount": str(credit.amount),
                       "currency": credit.currency, "client_id": credit.client_id,
                       "invoice_id": credit.invoice_id, "lease_until": now + lease_seconds,
-                      "updated_at": datetime.now(UTC).isoformat(timespec="seconds")},
+                      "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                      **self._open_fields(credit.order_id, body)},
                 ConditionExpression=Attr("pk").not_exists()
                 | (Attr("status").eq("pending") & Attr("lease_until").lt(now))
-                | Attr("status").eq("ambiguous"),
+                | Attr("status").is_in(["ambiguous", "open"]),
             )
             return True
         except ClientError as exc:
@@ -211,11 +225,41 @@ class OrderCreditRecords:
                 return False
             raise
 
+    def remember_open(self, order_id: int, body: dict[str, Any], reason: str) -> None:
+        """A delivery failed (WHMCS unreachable, 5xx...): keep the order for the sweep, unless settled."""
+        fields = {**self._open_fields(order_id, body), "last_error": reason[:500],
+                  "updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        try:
+            self.table.update_item(
+                Key=self._key(order_id),
+                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields)
+                + ", #status = if_not_exists(#status, :open)",
+                ConditionExpression=Attr("pk").not_exists() | ~Attr("status").is_in(["done", "nothing"]),
+                ExpressionAttributeNames={**{f"#{k}": k for k in fields}, "#status": "status"},
+                ExpressionAttributeValues={**{f":{k}": v for k, v in fields.items()}, ":open": "open"},
+            )
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise
+
     def mark(self, order_id: int, status: str, **extra: Any) -> None:
         fields = {"status": status, "updated_at": datetime.now(UTC).isoformat(timespec="seconds"), **extra}
+        settled = status in ("done", "nothing")
         self.table.update_item(
             Key=self._key(order_id),
-            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields),
+            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields)
+            + (" REMOVE gsi1pk, gsi1sk" if settled else ""),
             ExpressionAttributeNames={f"#{k}": k for k in fields},
             ExpressionAttributeValues={f":{k}": v for k, v in fields.items()},
         )
+
+    def open_orders(self) -> Iterator[tuple[int, dict[str, Any], str]]:
+        """(order id, the hook's body, status) of every order not settled yet, oldest order first."""
+        kwargs: dict[str, Any] = {"IndexName": "gsi1", "KeyConditionExpression": Key("gsi1pk").eq(self.OPEN)}
+        while True:
+            page = self.table.query(**kwargs)
+            for item in page.get("Items", []):
+                yield int(item["gsi1sk"]), json.loads(item["params"]), str(item.get("status", ""))
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -97,7 +97,7 @@ def planner_handler(event: dict[str, Any], context: Any, env: Mapping[str, str],
         from cswhmcs.errors import ConfigurationError
 
         raise ConfigurationError("The backend is not configured: WORK_QUEUE_URL is not set.")
-    return lambda_trigger(
+    answer = lambda_trigger(
         event,
         ledger=ledger or Ledger.from_settings(settings),
         accounts=accounts or AccountsRepo.from_settings(settings),
@@ -106,3 +106,18 @@ def planner_handler(event: dict[str, Any], context: Any, env: Mapping[str, str],
         queue_url=queue_url,
         options=options_from_env(env),
     )
+    if isinstance(event, Mapping) and event.get("mode") == "collect":
+        sweep_open_credits(settings)
+    return answer
+
+
+def sweep_open_credits(settings: Any) -> None:
+    """Deposit credits whose OrderPaid delivery failed are delivered again with the daily collection.
+    A failure here never stops billing."""
+    from cswhmcs.api import Deps
+    from cswhmcs.credit import retry_open_credits
+
+    try:
+        retry_open_credits(Deps(settings))
+    except Exception as exc:  # logged; the next day's sweep tries again
+        logger.warning("open order credits could not be retried", extra={"error_type": type(exc).__name__})
