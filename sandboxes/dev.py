@@ -43,6 +43,10 @@ def main() -> int:
     from cswhmcs.local.server import LocalServer, prepare_environment
     from cswhmcs.local.template import Template
 
+    if not os.environ.get("VERBOSE"):
+        from cswhmcs.observability import logger
+
+        logger.setLevel("WARNING")  # one access line per request; VERBOSE=1 shows the functions' JSON logs
     template = Template()
     prepare_environment(template)
     server = LocalServer("127.0.0.1", port, template).start()

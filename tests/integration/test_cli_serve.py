@@ -47,12 +47,14 @@ def test_cswhmcs_serve_creates_tables_and_answers_a_signed_connection_test(
         unsigned = httpx.post(f"http://127.0.0.1:{port}/v1/connection/test", content=b"{}")
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=10)
+        out, err = proc.communicate(timeout=10)
     # Then it answered, refused the unsigned one, logged one line per request, and made the tables
     assert call.returncode == 0, call.stderr + call.stdout
     assert '"result": "success"' in call.stdout
     assert unsigned.status_code == 401
     assert "POST /v1/connection/test -> 200" in err and "POST /v1/connection/test -> 401" in err
+    # One line per request, whatever the outcome
+    assert len([line for line in (out + err).splitlines() if "connection/test" in line]) == 2
     names = boto3.client("dynamodb", endpoint_url=ddb_endpoint).list_tables()["TableNames"]
     assert {tables.accounts, tables.ledger, tables.idempotency} <= set(names)
     assert SIGNING_SECRET not in err

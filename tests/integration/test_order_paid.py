@@ -206,3 +206,28 @@ def test_the_daily_collection_trigger_sweeps_open_credits(live_stack: LiveStack)
     planner_handler(event, None, {"WORK_QUEUE_URL": "https://sqs.example/work"}, sqs=NoSqs())
     # Then the deposit is credited, once
     assert len(credits_for(live_stack, o["client"]["id"])) == 1
+
+
+def test_another_order_id_naming_the_same_invoice_credits_nothing(live_stack: LiveStack) -> None:
+    # Given an order already credited
+    o = seed_order(live_stack, amounts=("3.00",))
+    assert live_stack.call("/v1/hooks/order-paid", o["body"]).json()["credited"] == "3.00"
+    # When the same invoice arrives under order ids that did not buy those services (with and without lines)
+    for fake_order in (o["orderId"] + 100, o["orderId"] + 101):
+        body = {**o["body"], "orderId": fake_order}
+        if fake_order % 2:
+            body.pop("lines")
+        resp = live_stack.call("/v1/hooks/order-paid", body)
+        # Then nothing more is credited
+        assert resp.json()["credited"] == "0.00", resp.text
+    assert len(credits_for(live_stack, o["client"]["id"])) == 1
+
+
+def test_a_credited_order_named_with_another_invoice_or_client_is_a_conflict(live_stack: LiveStack) -> None:
+    o = seed_order(live_stack, amounts=("3.00",))
+    live_stack.call("/v1/hooks/order-paid", o["body"])
+    other = seed_order(live_stack, currency="EUR", amounts=("7.00",))
+    resp = live_stack.call("/v1/hooks/order-paid", {"orderId": o["orderId"], "invoiceId": other["invoiceId"],
+                                                   "userId": other["client"]["id"]})
+    assert resp.status_code == 409 and resp.json()["code"] == "order_credit_mismatch"
+    assert credits_for(live_stack, other["client"]["id"]) == []

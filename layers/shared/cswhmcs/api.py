@@ -141,6 +141,7 @@ def handle(route: str, action: Action, event: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     status = 500
     service_id: Any = None
+    refusal: dict[str, str] = {}
     try:
         deps = get_deps()
         settings = deps.settings
@@ -162,16 +163,16 @@ def handle(route: str, action: Action, event: dict[str, Any]) -> dict[str, Any]:
         return response(200, {"result": "success", **result})
     except DomainError as exc:
         status = exc.status
-        logger.info("request refused", extra={"route": route, "status": status, "code": exc.code,
-                                              "error": exc.message})
+        refusal = {"code": exc.code, "error": exc.message}  # messages never carry secrets
         return error_response(exc)
     except Exception as exc:  # the last resort: a clear sentence out, the details only in our logs
         logger.exception("unhandled error", extra={"route": route, "error_type": type(exc).__name__})
         return response(500, {"result": "error", "message": "The backend failed unexpectedly; the error is logged.",
                               "code": "internal_error"})
     finally:
+        # One line per request.
         logger.info("request", extra={"route": route, "status": status, "serviceid": service_id,
-                                      "ms": round((time.perf_counter() - started) * 1000, 1)})
+                                      "ms": round((time.perf_counter() - started) * 1000, 1), **refusal})
 
 
 def make_handler(route: str, action: Action) -> Callable[[dict[str, Any], Any], dict[str, Any]]:

@@ -13,6 +13,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from cswhmcs.local.server import LocalServer, prepare_environment
     from cswhmcs.local.template import Template
 
+    if not args.verbose:
+        # The access line below is the one line per request; the functions' own JSON logs (what
+        # CloudWatch gets in AWS) only show warnings and errors unless --verbose.
+        from cswhmcs.observability import logger
+
+        logger.setLevel("WARNING")
     template = Template(args.template) if args.template else Template()
     created = prepare_environment(template, create_tables=not args.no_create_tables)
     for name in created:
@@ -132,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=3000)
     serve.add_argument("--template", help="path to template.yaml (default: nearest one upwards)")
     serve.add_argument("--no-create-tables", action="store_true", help="do not create missing DynamoDB tables")
+    serve.add_argument("--verbose", action="store_true", help="also print the functions' own JSON log lines")
     serve.set_defaults(func=_cmd_serve)
 
     call = sub.add_parser("call", help="sign and POST one request to a running API")

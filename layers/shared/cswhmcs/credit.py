@@ -33,13 +33,19 @@ def _items(invoice: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in (rows or []) if isinstance(r, dict)]
 
 
-def _is_module_service(req: Request, service_id: int, client_id: int, product_modules: dict[int, str]) -> bool:
+def _order_service(req: Request, service_id: int, params: OrderPaidParams,
+                   product_modules: dict[int, str], *, check_module: bool) -> bool:
+    """True when the service belongs to this client and was bought with this order (and, when asked,
+    is a product of this module). WHMCS says so in GetClientsProducts; nothing is taken on trust, so
+    another order id naming the same invoice credits nothing."""
     products = req.deps.whmcs.get_clients_products(serviceid=service_id)
     if not products:
         return False
     service = products[0]
-    if int(service.get("clientid") or 0) != client_id:
+    if int(service.get("clientid") or 0) != params.userId or int(service.get("orderid") or 0) != params.orderId:
         return False
+    if not check_module:
+        return True
     pid = int(service.get("pid") or 0)
     if pid not in product_modules:
         found = req.deps.whmcs.get_products(pid=pid)
@@ -48,18 +54,20 @@ def _is_module_service(req: Request, service_id: int, client_id: int, product_mo
 
 
 def creditable_amount(req: Request, params: OrderPaidParams, invoice: dict[str, Any]) -> Decimal:
-    """The sum of the invoice's Hosting lines that are ComputeStacks services with Apply Credit on."""
+    """The sum of the invoice's Hosting lines that are this order's ComputeStacks services with Apply
+    Credit on (the module's `lines` say which; without them every service of a `computestacks` product)."""
     hosting: dict[int, Decimal] = {}
     for item in _items(invoice):
         if str(item.get("type", "")).lower() != "hosting":
             continue  # only service lines: relid of another type is not a service id
         relid = int(item.get("relid") or 0)
         hosting[relid] = hosting.get(relid, Decimal(0)) + to_decimal(item.get("amount"))
+    candidates = set(hosting)
     if params.lines is not None:
-        wanted = {line.serviceid for line in params.lines if line.apply_credit}
-    else:
-        modules: dict[int, str] = {}
-        wanted = {sid for sid in hosting if _is_module_service(req, sid, params.userId, modules)}
+        candidates &= {line.serviceid for line in params.lines if line.apply_credit}
+    modules: dict[int, str] = {}
+    wanted = {sid for sid in sorted(candidates)
+              if _order_service(req, sid, params, modules, check_module=params.lines is None)}
     total = sum((amount for sid, amount in hosting.items() if sid in wanted), Decimal(0))
     return cents(total) if total > 0 else Decimal("0.00")
 
@@ -81,6 +89,10 @@ def order_paid(req: Request) -> dict[str, Any]:
     records = req.deps.order_credits
     record: OrderCredit | None = records.get(params.orderId)
     if record is not None and record.status == "done":
+        if (record.invoice_id, record.client_id) != (params.invoiceId, params.userId):
+            raise Conflict(f"Order #{params.orderId} was credited for invoice #{record.invoice_id} of client "
+                           f"#{record.client_id}, not invoice #{params.invoiceId} of client #{params.userId}.",
+                           code="order_credit_mismatch")
         return _answer(record.amount, record.currency)
     try:
         return _credit(req, params, record)
