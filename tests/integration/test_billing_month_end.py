@@ -300,6 +300,51 @@ def test_cli_run_attention_resolve(stack: BillingStack, monkeypatch: pytest.Monk
     get_settings.cache_clear()
 
 
+def test_usage_after_a_mid_month_run_waits_for_the_next_period_and_is_shown(
+        stack: BillingStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from cswhmcs.cli import main
+    from cswhmcs.config import get_settings
+
+    acct = stack.add_account("EUR")
+    for key, value in stack.settings.model_dump().items():
+        if value is not None:
+            monkeypatch.setenv(key, value.get_secret_value() if hasattr(value, "get_secret_value") else str(value))
+    get_settings.cache_clear()
+    oct1 = datetime(2026, 10, 1, tzinfo=UTC)
+    sp = stack.add_usage(acct, "containerm", start=oct1, end=oct1 + timedelta(days=10), total="0.5",
+                         every=timedelta(days=1))
+
+    # Given an operator's `billing run` in the middle of October (as-of = now) that billed October's line
+    assert main(["billing", "run", "--as-of", iso(oct1 + timedelta(days=15))]) == 0
+    capsys.readouterr()
+    assert [Decimal(i["amount"]) for i in stack.whmcs.billable_items] == [Decimal("5.00")]
+
+    # And one more row of that product in October, ending before the month-end's as-of
+    stack.add_usage(acct, "containerm", sp=sp, start=oct1 + timedelta(days=19), end=oct1 + timedelta(days=20),
+                    total="0.15", every=timedelta(days=1))
+
+    # When the month-end runs
+    assert main(["billing", "run", "--as-of", iso(OCT_END)]) == 0
+    out = capsys.readouterr().out
+
+    # Then no second item for (service, product, period), and the summary says where the row went
+    assert len(stack.whmcs.billable_items) == 1
+    assert "1 new usage rows" in out and "billable items created: 0" in out
+    assert "held for the next period (a line for this period was already billed): 1 lines (0.15 EUR)" in out
+    assert main(["billing", "preview", "--as-of", iso(OCT_END), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["held_for_next_period"] == {"lines": 1, "amounts": {"EUR": "0.15"}}
+
+    # When November's month-end runs, its line bills the row, and nothing is held any more
+    assert main(["billing", "run", "--as-of", iso(NOV_END), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [(ln["period"], ln["amount"]) for ln in summary["lines"]] == [("2026-11", "0.15")]
+    assert summary["held_for_next_period"] == {"lines": 0, "amounts": {}}
+    assert [Decimal(i["amount"]) for i in stack.whmcs.billable_items] == [Decimal("5.00"), Decimal("0.15")]
+    get_settings.cache_clear()
+
+
 def test_lambda_entry_points_end_to_end(stack: BillingStack, monkeypatch: pytest.MonkeyPatch) -> None:
     """functions/billing_planner and functions/billing_worker as Lambda calls them (SQS stood in)."""
     import importlib.util

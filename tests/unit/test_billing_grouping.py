@@ -14,6 +14,7 @@ from cswhmcs.billing.grouping import (
     carry,
     claim,
     describe,
+    held,
     line_ref,
     needs_rows,
     parse_ref,
@@ -192,6 +193,32 @@ def test_claim_moves_totals_into_the_line_and_one_line_per_period() -> None:
     assert candidates(state, as_of=AS_OF + timedelta(minutes=1), period="2026-10") == []
     [nxt] = candidates(state, as_of=AS_OF + timedelta(days=30), period="2026-11")
     assert nxt.total == Decimal("1")
+
+
+def test_eligible_rows_of_a_product_billed_for_the_period_are_held_not_lost() -> None:
+    # Given product 1 billed for October by a run in the middle of the month
+    state = AccountState(cs_user_id=7)
+    mid = T0 + timedelta(days=15)
+    absorb(state, [row(1, total="3")], as_of=mid, billing_start=None)
+    [cand] = candidates(state, as_of=mid, period="2026-10")
+    claim(state, cand, make_line(state, cand))
+    assert held(state, as_of=mid, period="2026-10") == []
+
+    # When rows of products 1 and 2 end later in October, and one of product 1 after the month-end's
+    # as-of (a daily collection read past the cut-off before a late month-end run)
+    rows = [row(2, sp=1, total="0.15", end=T0 + timedelta(days=20)),
+            row(3, sp=2, product=2, total="2", end=T0 + timedelta(days=21)),
+            row(4, sp=3, total="9", end=AS_OF + timedelta(hours=2))]
+    absorb(state, rows, as_of=AS_OF + timedelta(hours=3), billing_start=None)
+
+    # Then at the month-end product 2 is a candidate; product 1's eligible row is held, the later one is not
+    assert [c.product_id for c in candidates(state, as_of=AS_OF, period="2026-10")] == [2]
+    [h] = held(state, as_of=AS_OF, period="2026-10")
+    assert (h.product_id, h.product_label, h.total, h.rows) == (1, "Product 1", Decimal("0.15"), 1)
+    # And November bills both rows of product 1: nothing is held for a period without a line yet
+    assert held(state, as_of=AS_OF + timedelta(days=30), period="2026-11") == []
+    assert {c.product_id: c.total for c in candidates(state, as_of=AS_OF + timedelta(days=30),
+                                                      period="2026-11")}[1] == Decimal("9.15")
 
 
 def test_carry_keeps_sub_cent_lines_for_later_in_one_bucket() -> None:

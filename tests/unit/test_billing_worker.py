@@ -268,6 +268,44 @@ def test_sub_cent_line_carries_over(world: World) -> None:
     assert world.whmcs.items[0]["amount"] == Decimal("0.01")
 
 
+def test_usage_after_a_mid_month_run_is_held_for_the_next_period_and_shown(world: World) -> None:
+    from cswhmcs.billing.cli import _summary_json
+
+    # Given an operator's run in the middle of October (as-of = now) that billed October's line
+    acct = world.add_account(10, 2, 3, cs_cur="EUR", client_cur="EUR")
+    world.cs.add_usage(2, product=1, sp=1, total="5", end=OCT + timedelta(days=10))
+    mid = world.run(OCT + timedelta(days=15))
+    assert mid.items == 1 and [i["amount"] for i in world.whmcs.items] == [Decimal("5.00")]
+    assert mid.held == 0 and "held for the next period" not in mid.render()
+
+    # And a row of the same product that ends later in October, before the month-end's as-of
+    world.cs.add_usage(2, product=1, sp=1, total="0.15", end=OCT + timedelta(days=20))
+
+    # When the real month-end runs
+    month_end = world.run(keep_lines=False)
+
+    # Then nothing is billed (one item per service, product and period) but the row is shown as held
+    assert month_end.items == 0 and len(world.whmcs.items) == 1 and month_end.rows_absorbed == 1
+    assert (month_end.held, month_end.held_amounts) == (1, {"EUR": Decimal("0.15")})
+    assert ("held for the next period (a line for this period was already billed): 1 lines (0.15 EUR)"
+            in month_end.render())
+    assert _summary_json(month_end)["held_for_next_period"] == {"lines": 1, "amounts": {"EUR": "0.15"}}
+    assert world.ledger.load(2).pending_total() == Decimal("0.15")
+
+    # And the worker reports it per product, like carried amounts, also when the message comes again
+    again = process_account(message(acct), world.deps())
+    assert again.held == [("Product 1", Decimal("0.15"), "EUR")] and again.lines == []
+
+    # When November's month-end runs
+    nov = world.run(datetime(2026, 11, 30, 23, tzinfo=UTC))
+
+    # Then November's line bills it, and nothing is held any more
+    assert nov.items == 1 and [i["amount"] for i in world.whmcs.items] == [Decimal("5.00"), Decimal("0.15")]
+    assert nov.held == 0 and "held for the next period" not in nov.render()
+    assert _summary_json(nov)["held_for_next_period"] == {"lines": 0, "amounts": {}}
+    assert world.ledger.load(2).pending_total() == 0
+
+
 def test_currency_is_converted_and_stated(world: World) -> None:
     # Given a EUR ComputeStacks user whose WHMCS client pays in GBP
     acct = world.add_account(10, 2, 3, cs_cur="EUR", client_cur="GBP")

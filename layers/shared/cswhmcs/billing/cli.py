@@ -160,6 +160,8 @@ def _summary_json(summary: Any) -> dict[str, Any]:
         "totals": {k: fmt2(v) for k, v in summary.totals().items()},
         "attention": [line(o) for o in summary.attention], "open_attention": summary.open_attention,
         "carried_over": summary.carried,
+        "held_for_next_period": {"lines": summary.held,
+                                 "amounts": {k: f"{v:f}" for k, v in sorted(summary.held_amounts.items())}},
     }
 
 

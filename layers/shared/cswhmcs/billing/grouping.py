@@ -11,7 +11,8 @@ No I/O here. ``ledger.py`` stores an ``AccountState`` as one item; ``worker.py``
    margin, so a row committed late by ComputeStacks is still found; the marks keep it from counting twice.
 2. ``candidates``: per product, the buckets whose rows all ended by the as-of, summed exactly.
 3. ``claim``: a candidate becomes a ``Line`` (the ledger's "intent"), taking its buckets out of the
-   running totals; or, under 0.01, it stays (carried over to the next run).
+   running totals; or, under 0.01, it stays (carried over to the next run). A product that already
+   has a line for the period keeps its eligible buckets for the next period's line (``held``: reported).
 
 Invariant (tested with Hypothesis): every absorbed row is counted in exactly one place, a bucket or a
 line, so the exact sums of buckets + lines equal the exact sum of rows absorbed, and a row can only
@@ -332,12 +333,26 @@ class Candidate:
 
 def candidates(state: AccountState, *, as_of: datetime, period: str) -> list[Candidate]:
     """Per product with no line for ``period`` yet: the buckets whose rows all ended by ``as_of``."""
+    return _eligible(state, as_of=as_of, period=period, billed=False)
+
+
+def held(state: AccountState, *, as_of: datetime, period: str) -> list[Candidate]:
+    """Per product that already has a line for ``period`` (or a later one): the buckets that would be
+    eligible by ``as_of`` but wait for the next period's line (one line per (service, product, period)).
+    Nothing is lost: they stay in the running totals. Reported only, so operators see them."""
+    return _eligible(state, as_of=as_of, period=period, billed=True)
+
+
+def _eligible(state: AccountState, *, as_of: datetime, period: str, billed: bool) -> list[Candidate]:
+    """The buckets whose rows all ended by ``as_of``, per product whose line for ``period`` exists
+    (``billed``) or not yet."""
     by_product: dict[int, list[Bucket]] = {}
     for (product_id, _), bucket in sorted(state.buckets.items()):
         if bucket.last_end is None or bucket.last_end > as_of or bucket.rows == 0:
             continue
-        if state.last_period.get(product_id, "") >= period:
-            continue  # one line per (service, product, period): later rows go to the next period
+        # One line per (service, product, period): later rows of a billed period go to the next period.
+        if (state.last_period.get(product_id, "") >= period) != billed:
+            continue
         by_product.setdefault(product_id, []).append(bucket)
     out = []
     for product_id, buckets in sorted(by_product.items()):

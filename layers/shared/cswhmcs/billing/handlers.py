@@ -62,6 +62,8 @@ def handle_record(body: str, deps: WorkerDeps) -> dict[str, Any]:
     result = process_account(message, deps)
     log = {"run": message.run.run_id, "service_id": result.service_id, "cs_user_id": result.cs_user_id,
            "rows": result.rows_absorbed, "lines": [(o.ref, o.status, str(o.amount), o.currency) for o in result.lines]}
+    if result.held:  # eligible, but this period's line exists: waits for the next period's line
+        log["held"] = [(product, f"{amount:f}", currency) for product, amount, currency in result.held]
     if result.error:
         logger.warning("billing account not finished; it will be retried", extra={**log, "error": result.error})
         raise AccountFailed(result.error)

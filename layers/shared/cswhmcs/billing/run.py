@@ -46,6 +46,11 @@ class Summary:
     in_flight: int = 0
     carried: int = 0
     carried_amounts: dict[str, Decimal] = field(default_factory=dict)
+    # Eligible usage of products whose line for this period was already billed (e.g. by a run in the
+    # middle of the month): it waits for the next period's line. Per (account, product); amounts exact,
+    # in the ComputeStacks users' currencies.
+    held: int = 0
+    held_amounts: dict[str, Decimal] = field(default_factory=dict)
     open_attention: int = 0  # lines needing attention in the whole ledger after the run
     rows_absorbed: int = 0
     skipped: str = ""
@@ -100,6 +105,9 @@ class Summary:
         for _product, amount, currency in result.carried:
             self.carried += 1
             self.carried_amounts[currency] = self.carried_amounts.get(currency, ZERO) + amount
+        for _product, amount, currency in result.held:
+            self.held += 1
+            self.held_amounts[currency] = self.held_amounts.get(currency, ZERO) + amount
 
     def render(self, *, lines: bool | None = None) -> str:
         """The human summary (what the CLI prints)."""
@@ -128,6 +136,10 @@ class Summary:
         if self.carried:
             carried = ", ".join(f"{v:f} {k}" for k, v in sorted(self.carried_amounts.items()))
             out.append(f"  carried over (under 0.01): {self.carried} lines ({carried})")
+        if self.held:
+            held = ", ".join(f"{v:f} {k}" for k, v in sorted(self.held_amounts.items()))
+            out.append(f"  held for the next period (a line for this period was already billed): "
+                       f"{self.held} lines ({held})")
         if self.in_flight:
             out.append(f"  being sent by another worker: {self.in_flight}")
         out.append(f"  needing attention: {len(self.attention)} from this run, "

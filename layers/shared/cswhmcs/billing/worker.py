@@ -41,6 +41,7 @@ from cswhmcs.billing.grouping import (
     carry,
     claim,
     describe,
+    held,
     line_ref,
     needs_rows,
 )
@@ -150,6 +151,10 @@ class AccountResult:
     cs_user_id: int
     lines: list[LineOutcome] = field(default_factory=list)
     carried: list[tuple[str, Decimal, str]] = field(default_factory=list)  # (product, exact amount, currency)
+    # Eligible by the as-of, but the product's line for this period exists already (one per service,
+    # product and period): waits for the next period's line. (product, exact amount, ComputeStacks
+    # user's currency: it is converted when that line is claimed, at that run's rates.)
+    held: list[tuple[str, Decimal, str]] = field(default_factory=list)
     rows_absorbed: int = 0
     rows_deferred: int = 0
     read: bool = False
@@ -326,6 +331,7 @@ class AccountWorker:
         state after a conflict, so it reports from scratch."""
         changed = False
         self.result.carried = []
+        self.result.held = []
         if needs_rows(state, self.run.as_of):
             rows = self._rows_for(state)
             # The settling margin counts back from when the rows were listed: a run read before its as-of
@@ -340,6 +346,11 @@ class AccountWorker:
             if state.rows_absorbed and self._refresh_currency(state):
                 changed = True
             return changed, []
+        # Reported only (what is billed does not change): rows of a period whose line was already
+        # claimed, e.g. by an operator's run in the middle of the month, wait for the next period.
+        held_currency = state.cs_currency or self.account.currency or ""
+        self.result.held = [(c.product_label, c.total, held_currency)
+                            for c in held(state, as_of=self.run.as_of, period=self.run.period)]
         found = candidates(state, as_of=self.run.as_of, period=self.run.period)
         if not found:
             return changed, []
