@@ -152,3 +152,12 @@ def test_cfn_lint_passes() -> None:
 
     matches = lint_file(ROOT / "template.yaml")
     assert [str(m) for m in matches] == []
+
+
+def test_every_dead_letter_queue_has_an_alarm(tpl: Template) -> None:
+    queues = {name for name, res in tpl.resources.items()
+              if res["Type"] == "AWS::SQS::Queue" and name.endswith("DLQ")}
+    alarmed = {res["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+               for res in tpl.resources.values() if res["Type"] == "AWS::CloudWatch::Alarm"}
+    assert queues == {"BillingWorkDLQ", "BillingScheduleDLQ"}
+    assert alarmed == queues
