@@ -250,14 +250,7 @@ class ComputeStacksClient:
             raise ValueError("page must be a positive integer.")
         if isinstance(per_page, bool) or not isinstance(per_page, int) or per_page < 1:
             raise ValueError("per_page must be a positive integer.")
-        query = {"page": str(page), "per_page": str(per_page)}
-        response = self._call("GET", USERS_PATH, params=query, resend=True)
-        if response.status_code != 200:
-            self._raise_for(response)
-        body = self._json(response)
-        rows = body.get("users") if isinstance(body, dict) else None
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            self._unexpected(response)
+        rows, response = self._page(USERS_PATH, "users", page, per_page, {}, None)
         next_page = _next_page(response.headers.get("link"))
         if next_page is not None:
             return rows, next_page > page
@@ -303,16 +296,7 @@ class ComputeStacksClient:
         page = 1
         seen: set[Any] = set()
         while True:
-            query = {**params, "page": str(page), "per_page": str(per_page)}
-            response = self._call("GET", path, params=query, resend=True)
-            if response.status_code != 200:
-                if missing is not None and self._is_plain_not_found(response, allow_errors=True):
-                    raise missing()
-                self._raise_for(response)
-            body = self._json(response)
-            rows = body.get(key) if isinstance(body, dict) else None
-            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                self._unexpected(response)
+            rows, response = self._page(path, key, page, per_page, params, missing)
             for row in rows:
                 row_id = row.get("id")
                 if row_id is not None:
@@ -331,6 +315,21 @@ class ComputeStacksClient:
             if len(rows) < per_page:
                 return
             page += 1  # a server without pagination headers: stop at the first short page
+
+    def _page(self, path: str, key: str, page: int, per_page: int, params: Mapping[str, str],
+              missing: Callable[[], Exception] | None) -> tuple[list[dict[str, Any]], httpx.Response]:
+        """One page of a paginated list: its rows and the response (for the pagination headers)."""
+        query = {**params, "page": str(page), "per_page": str(per_page)}
+        response = self._call("GET", path, params=query, resend=True)
+        if response.status_code != 200:
+            if missing is not None and self._is_plain_not_found(response, allow_errors=True):
+                raise missing()
+            self._raise_for(response)
+        body = self._json(response)
+        rows = body.get(key) if isinstance(body, dict) else None
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            self._unexpected(response)
+        return rows, response
 
     def _call(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
               body: Any = None, resend: bool) -> httpx.Response:
