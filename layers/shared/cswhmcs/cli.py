@@ -129,6 +129,19 @@ def _cmd_credits(args: argparse.Namespace) -> int:
     return 3 if any("error" in o for o in outcomes) else 0
 
 
+def _cmd_openapi(args: argparse.Namespace) -> int:
+    """The API as an OpenAPI 3.1 document (docs/openapi.json is this output, checked by the tests)."""
+    from cswhmcs.contract import openapi
+
+    text = json.dumps(openapi(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cswhmcs", description="ComputeStacks integration for WHMCS: local tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--secret")
     se.add_argument("--in-place", action="store_true")
     se.set_defaults(func=_cmd_sign_event)
+
+    oa = sub.add_parser("openapi", help="print the API's OpenAPI 3.1 document (docs/openapi.json)")
+    oa.add_argument("--out", help="write it to this file")
+    oa.set_defaults(func=_cmd_openapi)
 
     credits = sub.add_parser("credits", help="deposit credits whose OrderPaid delivery failed (the daily "
                              "collection retries them too)")
