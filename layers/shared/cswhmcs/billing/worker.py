@@ -273,6 +273,18 @@ class AccountWorker:
             return True
         return self.d.clock() - parse_time(line.sending_at) > self.d.options.sending_lease
 
+    def _to_attention(self, state: AccountState, key: str, line: Line, reason: str) -> bool:
+        """Move a line out of the state into its own "needs attention" item; False on a write conflict."""
+        line.status = ATTENTION
+        line.reason = reason
+        del state.lines[key]
+        try:
+            self._save(state, line)
+        except StateConflict:
+            return False
+        self.result.lines.append(LineOutcome.of(line, "attention"))
+        return True
+
     def _check_sending(self, key: str) -> None:
         for _ in range(self.d.options.max_conflicts):
             state = self._load()
@@ -282,15 +294,9 @@ class AccountWorker:
             if not self._stale(line):
                 self.result.lines.append(LineOutcome.of(line, "in_flight"))
                 return
-            line.status = ATTENTION
-            line.reason = ("interrupted while sending to WHMCS: it may or may not have been created; "
-                           f"search WHMCS billable items for [ref {line.ref}]")
-            del state.lines[key]
-            try:
-                self._save(state, line)
-            except StateConflict:
+            if not self._to_attention(state, key, line, "interrupted while sending to WHMCS: it may or may not "
+                                      f"have been created; search WHMCS billable items for [ref {line.ref}]"):
                 continue
-            self.result.lines.append(LineOutcome.of(line, "attention"))
             return
         raise BillingAborted("The account's billing state kept changing; it will be retried.")
 
@@ -420,15 +426,10 @@ class AccountWorker:
                 self.result.lines.append(LineOutcome.of(line, "in_flight"))
                 return
             if line.attempts >= self.d.options.max_send_attempts:
-                line.status = ATTENTION
-                line.reason = (f"WHMCS refused it {line.attempts} times (last: {line.last_error}); it was not "
-                               "created: fix the cause, then resolve it with --resend")
-                del state.lines[key]
-                try:
-                    self._save(state, line)
-                except StateConflict:
+                if not self._to_attention(state, key, line, f"WHMCS refused it {line.attempts} times (last: "
+                                          f"{line.last_error}); it was not created: fix the cause, then resolve "
+                                          "it with --resend"):
                     continue
-                self.result.lines.append(LineOutcome.of(line, "attention"))
                 return
             line.status, line.token, line.sending_at = SENDING, token, iso(self.d.clock())
             line.attempts += 1
