@@ -7,6 +7,8 @@
  *   CSW_API_HOST        the backend's host[:port][/base path], e.g. 127.0.0.1:3000 (server Hostname)
  *   CSW_SIGNING_SECRET  the server's Access Hash (signing secret)
  *   CSW_SCENARIO        a JSON scenario, or the path of a file holding one
+ *   CSW_TIMEOUT, CSW_CONNECT_TIMEOUT  optional: the module's time limits in seconds (COMPUTESTACKS_*)
+ *   CSW_SYNC_PAGE_SIZE  optional: users per Server Sync answer
  *
  * Scenario:
  *   {
@@ -21,6 +23,7 @@
  *        "localapi": {"Action": {...answer}}, "via_hook": false}
  *     ]
  *   }
+ * Each step reports "seconds": how long the module function took.
  * Every step's service password, SSO token and server secrets are audited against the module log:
  * "log_audit.leaks" lists any that WHMCS would have stored unmasked.
  */
@@ -34,6 +37,13 @@ $moduleDir = dirname(__DIR__, 2) . '/whmcs/modules/servers/computestacks';
 // Lets a test page the Server Sync with small pages (the module's default is 2,000 users per answer).
 if (getenv('CSW_SYNC_PAGE_SIZE') !== false) {
     define('COMPUTESTACKS_SYNC_PAGE_SIZE', (int) getenv('CSW_SYNC_PAGE_SIZE'));
+}
+// Lets a test lower the module's time limits (seconds; production: 30 s total, 5 s connect).
+if (getenv('CSW_TIMEOUT') !== false) {
+    define('COMPUTESTACKS_TIMEOUT', (float) getenv('CSW_TIMEOUT'));
+}
+if (getenv('CSW_CONNECT_TIMEOUT') !== false) {
+    define('COMPUTESTACKS_CONNECT_TIMEOUT', (float) getenv('CSW_CONNECT_TIMEOUT'));
 }
 require_once $moduleDir . '/computestacks.php';
 
@@ -168,6 +178,7 @@ foreach ((array) $scenario['steps'] as $index => $step) {
         $params['model'] = $model;
     }
 
+    $stepStarted = microtime(true);
     try {
         if ($fn === 'OrderPaid') {
             require_once $moduleDir . '/hooks.php';
@@ -222,6 +233,7 @@ foreach ((array) $scenario['steps'] as $index => $step) {
     } catch (\Throwable $e) {
         $record['result'] = array('exception' => $e->getMessage(), 'class' => get_class($e));
     }
+    $record['seconds'] = round(microtime(true) - $stepStarted, 3);
 
     if ($fn === 'ServiceSingleSignOn' && is_array($record['result']) && !empty($record['result']['redirectTo'])) {
         $query = (string) parse_url($record['result']['redirectTo'], PHP_URL_QUERY);

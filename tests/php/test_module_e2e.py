@@ -419,7 +419,11 @@ def test_backend_errors_become_whmcs_error_returns(backend: FakeBackend) -> None
     assert (
         s["unsuspend"]["result"] == "The ComputeStacks backend answered HTTP 502 without a readable message."
     )
-    assert s["list"]["result"] == {"success": False, "error": "ComputeStacks did not answer in time."}
+    assert s["list"]["result"] == {
+        "success": False,
+        "error": f"The ComputeStacks backend at http://{backend.host} answered HTTP 504: "
+        "ComputeStacks did not answer in time.",
+    }
     assert s["groups"]["result"]["exception"] == "ComputeStacks rejected the API credentials."
     assert s["groups"]["result"]["class"] == "Exception"
     assert s["test"]["result"] == {"success": False, "error": "WHMCS rejected the API credentials."}
@@ -460,11 +464,14 @@ def test_unreachable_backend_is_retried_once_then_named() -> None:
         {"steps": [{"name": "s", "fn": "SuspendAccount"}, {"name": "t", "fn": "TestConnection"}]},
     )
     s = steps(report)
-    assert s["s"]["result"].startswith(
-        f"Could not reach the ComputeStacks backend at http://127.0.0.1:{port}: "
+    refused = (
+        f"The ComputeStacks backend could not be reached at http://127.0.0.1:{port}: connection refused "
+        "(tried twice). Nothing was sent; check the server's Hostname and Secure settings, DNS and firewall."
     )
-    assert s["t"]["result"]["success"] is False
-    assert s["t"]["result"]["error"].startswith("Could not reach the ComputeStacks backend at ")
+    assert s["s"]["result"] == refused
+    assert s["t"]["result"] == {"success": False, "error": refused}
+    # a refused connection fails fast: no time limit is waited out
+    assert s["s"]["seconds"] < 2 and s["t"]["seconds"] < 2
     # one retry per call, each attempt logged
     assert len(report["retry_sleeps"]) == 2
     assert len(s["s"]["module_log"]) == 2 and "retrying once" in s["s"]["module_log"][0]["response"]
@@ -479,7 +486,7 @@ def test_secure_server_uses_https(backend: FakeBackend) -> None:
     )
     # The fake speaks plain HTTP, so the TLS handshake fails: what matters is the scheme used.
     assert steps(report)["s"]["result"].startswith(
-        f"Could not reach the ComputeStacks backend at https://{backend.host}: "
+        f"The ComputeStacks backend could not be reached at https://{backend.host}: the TLS (SSL) connection failed"
     )
 
 

@@ -16,6 +16,8 @@
  *   tblservers, whose accesshash column WHMCS stores as entered (only the password column is
  *   encrypted), so it is used as is.
  * Nothing here ever throws into WHMCS: failures go to the Activity Log and the Module Log.
+ * The hook runs inside the customer's checkout: its backend calls share one time limit
+ * (COMPUTESTACKS_TIMEOUT, 30 s), so a slow backend never holds the checkout longer than that.
  */
 
 if (!defined('WHMCS')) {
@@ -36,8 +38,9 @@ if (!function_exists('computestacks_handle_order_paid')) {
             'order_services' => 'computestacks_order_paid_services',
             'product' => 'computestacks_order_paid_product',
             'server_params' => 'computestacks_order_paid_server_params',
-            'send' => function (array $serverParams, array $payload) {
-                return \CSWhmcs\Client::fromParams($serverParams)->call('OrderPaid', '/v1/hooks/order-paid', $payload);
+            'send' => function (array $serverParams, array $payload, $until = null) {
+                return \CSWhmcs\Client::fromParams($serverParams)
+                    ->call('OrderPaid', '/v1/hooks/order-paid', $payload, $until);
             },
             'log_activity' => function ($message, $clientId) {
                 if (function_exists('logActivity')) {
@@ -173,6 +176,10 @@ if (!function_exists('computestacks_handle_order_paid')) {
      */
     function computestacks_handle_order_paid(array $vars, array $deps = array())
     {
+        // One time budget for the whole hook: it runs inside the customer's checkout, so however many
+        // backends the order's lines are on, the backend calls together never wait longer than one call may.
+        $timeouts = \CSWhmcs\Client::timeouts();
+        $until = microtime(true) + $timeouts[0];
         $deps = array_merge(computestacks_order_paid_default_deps(), $deps);
         $orderId = isset($vars['orderId']) ? (int) $vars['orderId'] : 0;
         $invoiceId = isset($vars['invoiceId']) ? (int) $vars['invoiceId'] : 0;
@@ -247,7 +254,7 @@ if (!function_exists('computestacks_handle_order_paid')) {
                 'lines' => $group['lines'],
             );
             try {
-                $response = call_user_func($deps['send'], $group['server'], $payload);
+                $response = call_user_func($deps['send'], $group['server'], $payload, $until);
             } catch (\Throwable $e) {
                 $fail($e->getMessage());
                 continue;

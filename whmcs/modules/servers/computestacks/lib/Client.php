@@ -12,6 +12,19 @@ if (!defined('WHMCS')) {
     die('This file cannot be accessed directly');
 }
 
+/*
+ * Time limits of one backend call, in seconds (fractions allowed). The total covers the whole call,
+ * the one retry included, so no module function waits on the backend longer than this: the backend
+ * answers within 25 s (API.md section 2) and API Gateway gives up at 29 s, so 30 s lets even API
+ * Gateway's own answer arrive. Define them earlier (e.g. in WHMCS's configuration.php) to lower them.
+ */
+if (!defined('COMPUTESTACKS_TIMEOUT')) {
+    define('COMPUTESTACKS_TIMEOUT', 30);
+}
+if (!defined('COMPUTESTACKS_CONNECT_TIMEOUT')) {
+    define('COMPUTESTACKS_CONNECT_TIMEOUT', 5);
+}
+
 /** A failed backend call; getMessage() is the sentence shown to the WHMCS admin. */
 class BackendError extends \Exception
 {
@@ -24,8 +37,14 @@ class BackendError extends \Exception
 class Client
 {
     const MODULE = 'computestacks';
+    /** Defaults and bounds of COMPUTESTACKS_TIMEOUT / COMPUTESTACKS_CONNECT_TIMEOUT, in seconds. */
     const CONNECT_TIMEOUT = 5;
-    const TIMEOUT = 28;
+    const TIMEOUT = 30;
+    const MAX_TIMEOUT = 30;
+    /** A retry is made only when at least this much of the budget is left, in seconds. */
+    const MIN_RETRY_BUDGET = 1.0;
+    /** A call is not even started with less than this left of a shared deadline, in seconds. */
+    const MIN_SEND_BUDGET = 0.1;
     const USER_AGENT = 'ComputeStacks-WHMCS/2.0';
 
     /** Keys of $params that never leave WHMCS (API.md section 1). */
@@ -146,6 +165,44 @@ class Client
         return $body;
     }
 
+    /**
+     * The limits of one call in seconds, [total, connect], from COMPUTESTACKS_TIMEOUT and
+     * COMPUTESTACKS_CONNECT_TIMEOUT: positive, at most MAX_TIMEOUT, connect never above total.
+     *
+     * @return float[]
+     */
+    public static function timeouts()
+    {
+        $total = self::seconds(\COMPUTESTACKS_TIMEOUT, self::TIMEOUT);
+        $connect = min(self::seconds(\COMPUTESTACKS_CONNECT_TIMEOUT, self::CONNECT_TIMEOUT), $total);
+        return array($total, $connect);
+    }
+
+    /**
+     * @param mixed $value
+     * @param int   $default
+     * @return float
+     */
+    private static function seconds($value, $default)
+    {
+        $seconds = is_numeric($value) ? (float) $value : 0.0;
+        if (!($seconds > 0.0) || is_nan($seconds)) {
+            $seconds = (float) $default;
+        }
+        return min($seconds, (float) self::MAX_TIMEOUT);
+    }
+
+    /**
+     * "30 s", "2.5 s".
+     *
+     * @param float $seconds
+     * @return string
+     */
+    private static function showSeconds($seconds)
+    {
+        return rtrim(rtrim(sprintf('%.1f', max(0.0, (float) $seconds)), '0'), '.') . ' s';
+    }
+
     /** @return string */
     public function baseUrl()
     {
@@ -189,16 +246,19 @@ class Client
 
     /**
      * Signs and POSTs $payload to $route; returns the decoded success body.
-     * Logs the call with logModuleCall whatever happens.
+     * Logs the call with logModuleCall whatever happens. Never waits past the call's time limit
+     * (timeouts()), nor past $until when given.
      *
-     * @param string $action the WHMCS function name, for the module log
-     * @param string $route  exactly as in API.md section 3, e.g. /v1/accounts/suspend
-     * @param array  $payload
+     * @param string     $action the WHMCS function name, for the module log
+     * @param string     $route  exactly as in API.md section 3, e.g. /v1/accounts/suspend
+     * @param array      $payload
+     * @param float|null $until  an earlier deadline (microtime(true)) shared by several calls, e.g. a hook's
      * @return array
      * @throws BackendError
      */
-    public function call($action, $route, array $payload)
+    public function call($action, $route, array $payload, $until = null)
     {
+        $started = microtime(true);
         $url = $this->baseUrl . $route;
         $body = self::encode($payload);
         $logRequest = 'POST ' . $url . "\n" . (is_string($body) ? $body : '');
@@ -223,13 +283,30 @@ class Client
             throw $error;
         }
 
+        list($total, $connect) = self::timeouts();
+        $deadline = $started + $total;
+        if ($until !== null && (float) $until < $deadline) {
+            $deadline = (float) $until;
+        }
+        $budget = $deadline - $started;
+        if ($budget < self::MIN_SEND_BUDGET) {
+            $error = new BackendError(
+                'The request to the ComputeStacks backend at ' . $this->baseUrl . ' was not sent: earlier backend '
+                . 'calls of this page used up its ' . self::showSeconds($total) . ' time limit.'
+            );
+            $this->log($action, $logRequest, $error->getMessage(), array());
+            throw $error;
+        }
+
         $attempt = 0;
         while (true) {
             $attempt++;
-            $result = $this->send($url, $route, $body);
-            if ($result['curl_errno'] !== 0 && $attempt === 1 && $result['connect_failed']) {
-                // Nothing reached the backend: one retry, signed anew by send().
-                $this->log($action, $logRequest, 'curl error: ' . $result['curl_error'] . ' (retrying once)', array());
+            $left = $deadline - microtime(true);
+            $result = $this->send($url, $route, $body, $left, min($connect, $left));
+            // Nothing reached the backend: one retry, signed anew, only if it fits the same budget.
+            if ($result['curl_errno'] !== 0 && $attempt === 1 && $result['connect_failed']
+                && $deadline - microtime(true) - 0.25 >= self::MIN_RETRY_BUDGET) {
+                $this->log($action, $logRequest, self::curlText($result) . ' (retrying once)', array());
                 $sleeper = self::$sleeper;
                 if (is_callable($sleeper)) {
                     $sleeper(250000);
@@ -244,10 +321,9 @@ class Client
         }
 
         if ($result['curl_errno'] !== 0) {
-            $error = new BackendError(
-                'Could not reach the ComputeStacks backend at ' . $this->baseUrl . ': ' . $result['curl_error']
-            );
-            $this->log($action, $logRequest, 'curl error: ' . $result['curl_error'], array());
+            $error = $this->transportError($result, $budget, min($connect, $budget), $attempt);
+            $this->log($action, $logRequest, self::curlText($result) . ' (gave up after '
+                . self::showSeconds(microtime(true) - $started) . ')', array());
             throw $error;
         }
 
@@ -261,6 +337,7 @@ class Client
         if (is_array($decoded) && isset($decoded['message']) && is_scalar($decoded['message'])) {
             $message = trim((string) $decoded['message']);
         }
+        $apiShaped = is_array($decoded) && isset($decoded['result']) && $decoded['result'] === 'error';
         if ($status === 401) {
             $error = new BackendError(
                 "The backend refused the request signature: check the server's Access Hash (signing secret) and the clocks."
@@ -269,6 +346,18 @@ class Client
         } elseif ($status >= 200 && $status < 300 && is_array($decoded)
             && isset($decoded['result']) && $decoded['result'] === 'success') {
             return $decoded;
+        } elseif ($message !== '' && $apiShaped && $status === 504) {
+            // The backend's own answer: an upstream (ComputeStacks or WHMCS, as its message says) was slow.
+            $error = new BackendError(
+                'The ComputeStacks backend at ' . $this->baseUrl . ' answered HTTP 504: ' . $message
+            );
+        } elseif ($message !== '' && !$apiShaped && $status >= 400) {
+            // Not the API's error shape: API Gateway or a proxy in front of the backend answered.
+            $error = new BackendError(
+                'A gateway in front of the ComputeStacks backend at ' . $this->baseUrl . ' answered HTTP ' . $status
+                . ' (not the backend\'s own answer): ' . self::sentence($message)
+                . ($status === 504 ? ' The backend did not finish in time.' : '')
+            );
         } elseif ($message !== '') {
             $error = new BackendError($message);
         } else {
@@ -304,14 +393,105 @@ class Client
     }
 
     /**
-     * One signed POST.
+     * @param string $text
+     * @return string $text ending with a full stop (or its own ! or ?)
+     */
+    private static function sentence($text)
+    {
+        $text = trim((string) $text);
+        return preg_match('/[.!?]$/', $text) ? $text : $text . '.';
+    }
+
+    /**
+     * "curl error 28: Operation timed out ...", for the module log.
+     *
+     * @param array $result from send()
+     * @return string
+     */
+    private static function curlText(array $result)
+    {
+        return 'curl error ' . $result['curl_errno'] . ': ' . $result['curl_error'];
+    }
+
+    /**
+     * The admin's sentence for a call that got no complete HTTP answer: which side failed, and whether
+     * the request can have been carried out.
+     *
+     * @param array $result   from send()
+     * @param float $budget   the call's time limit, seconds
+     * @param float $connect  the connect time limit, seconds
+     * @param int   $attempts how many connections were tried
+     * @return BackendError
+     */
+    private function transportError(array $result, $budget, $connect, $attempts)
+    {
+        $errno = $result['curl_errno'];
+        $detail = trim((string) $result['curl_error']);
+        $tried = $attempts > 1 ? ' (tried twice)' : '';
+        $unreachable = function ($reason) use ($tried) {
+            return new BackendError(
+                'The ComputeStacks backend could not be reached at ' . $this->baseUrl . ': ' . $reason . $tried
+                . '. Nothing was sent; check the server\'s Hostname and Secure settings, DNS and firewall.'
+            );
+        };
+        if ($result['connect_failed']) {
+            // Linux errno values (WHMCS runs on Linux); newer curl says only "Couldn't connect to server".
+            $osErrors = array(111 => 'connection refused', 113 => 'no route to host', 101 => 'network is unreachable');
+            if ($errno === 7 && isset($osErrors[$result['os_errno']])) {
+                return $unreachable($osErrors[$result['os_errno']]);
+            }
+            if ($errno === 7 && stripos($detail, 'refused') !== false) {
+                return $unreachable('connection refused');
+            }
+            if ($errno === 28) {
+                return $unreachable('no connection within ' . self::showSeconds($connect) . ' (curl connect timeout)');
+            }
+            return $unreachable(rtrim($detail, '.') . ' (curl error ' . $errno . ')');
+        }
+        if ($errno === 6) {
+            return $unreachable('its host name was not found (DNS, curl error 6)');
+        }
+        if (in_array($errno, array(35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91), true)) {
+            return $unreachable('the TLS (SSL) connection failed: ' . rtrim($detail, '.') . ' (curl error ' . $errno . ')');
+        }
+        if ($errno === 28 && $result['pretransfer_time'] <= 0.0) {
+            return $unreachable('no TLS connection within ' . self::showSeconds($budget) . ' (curl timeout)');
+        }
+        $maybe = ' The action may still be carried out: check before repeating it.';
+        $notThem = ' The delay is between WHMCS and the backend (API Gateway, Lambda or the network to it); '
+            . 'ComputeStacks and the WHMCS API were not necessarily involved.';
+        if ($errno === 28) {
+            $what = $result['status'] > 0
+                ? 'finish its answer (HTTP ' . $result['status'] . ' started)'
+                : 'answer';
+            return new BackendError(
+                'The ComputeStacks backend at ' . $this->baseUrl . ' did not ' . $what . ' within '
+                . self::showSeconds($budget) . ' (curl timeout in the WHMCS module).' . $notThem . $maybe
+            );
+        }
+        if (in_array($errno, array(18, 52, 55, 56), true)) {
+            return new BackendError(
+                'The ComputeStacks backend at ' . $this->baseUrl . ' closed the connection without a complete answer ('
+                . rtrim($detail, '.') . ', curl error ' . $errno . ').' . $maybe
+            );
+        }
+        return new BackendError(
+            'The call to the ComputeStacks backend at ' . $this->baseUrl . ' failed: ' . rtrim($detail, '.')
+            . ' (curl error ' . $errno . ').' . $maybe
+        );
+    }
+
+    /**
+     * One signed POST that gives up after $timeout seconds in all.
      *
      * @param string $url
      * @param string $route
      * @param string $body
-     * @return array{status:int,body:string,curl_errno:int,curl_error:string,connect_failed:bool}
+     * @param float  $timeout        seconds for the whole exchange
+     * @param float  $connectTimeout seconds for the TCP (and TLS) connection
+     * @return array{status:int,body:string,curl_errno:int,curl_error:string,connect_failed:bool,pretransfer_time:float,os_errno:int}
      */
-    private function send($url, $route, $body)
+    private function send($url, $route, $body, $timeout, $connectTimeout)
     {
         $timestamp = (string) time();
         $signature = 'v1=' . hash_hmac('sha256', $timestamp . '.' . $route . '.' . $body, $this->secret);
@@ -324,8 +504,9 @@ class Client
             CURLOPT_RETURNTRANSFER => true,
             CURLOPT_HEADER => false,
             CURLOPT_FOLLOWLOCATION => false,
-            CURLOPT_CONNECTTIMEOUT => self::CONNECT_TIMEOUT,
-            CURLOPT_TIMEOUT => self::TIMEOUT,
+            // Milliseconds, at least 1: curl reads 0 as "no limit".
+            CURLOPT_CONNECTTIMEOUT_MS => max(1, (int) floor($connectTimeout * 1000)),
+            CURLOPT_TIMEOUT_MS => max(1, (int) floor($timeout * 1000)),
             CURLOPT_SSL_VERIFYPEER => true,
             CURLOPT_SSL_VERIFYHOST => 2,
             CURLOPT_USERAGENT => self::USER_AGENT,
@@ -342,6 +523,8 @@ class Client
         $errorText = curl_error($ch);
         $status = (int) curl_getinfo($ch, CURLINFO_HTTP_CODE);
         $connectTime = (float) curl_getinfo($ch, CURLINFO_CONNECT_TIME);
+        $pretransferTime = (float) curl_getinfo($ch, CURLINFO_PRETRANSFER_TIME);
+        $osErrno = (int) curl_getinfo($ch, CURLINFO_OS_ERRNO);
         curl_close($ch);
 
         // Retry only when the request cannot have reached the backend: refused connection, or a
@@ -355,6 +538,9 @@ class Client
             'curl_errno' => $errno,
             'curl_error' => $errorText,
             'connect_failed' => $connectFailed,
+            // 0 when the request was never about to be sent (e.g. the TLS handshake did not finish)
+            'pretransfer_time' => $pretransferTime,
+            'os_errno' => $osErrno,
         );
     }
 
