@@ -700,3 +700,212 @@ def test_every_error_is_a_domain_error_without_secrets() -> None:
             h.client.get_user(UserSelector.by_id(1))
         # Then it is typed, and quiet about credentials
         assert_no_secrets(caught.value)
+
+
+# ---------------------------------------------------------------------------- credentials (issue 8)
+
+ROTATED = ("ak-unit-test-key", "rotated-secret-value-0987654321")
+
+
+def basic(pair: tuple[str, str]) -> str:
+    return "Basic " + base64.b64encode(f"{pair[0]}:{pair[1]}".encode()).decode()
+
+
+class FakeSource:
+    """A CredentialSource whose secret was rotated: ``offer`` is what a forced re-read finds."""
+
+    def __init__(self, pair: tuple[str, str] = (KEY, SECRET), offer: tuple[str, str] | None = ROTATED,
+                 refused: frozenset[tuple[str, str]] = frozenset()) -> None:
+        self.pair = pair
+        self.offer = offer
+        self.refused = set(refused)
+        self.rejections: list[tuple[str, str]] = []
+
+    def current(self) -> tuple[str, str]:
+        return self.pair
+
+    def rejected(self, used: tuple[str, str]) -> tuple[str, str] | None:
+        self.rejections.append(used)
+        self.refused.add(used)
+        if self.offer is not None and self.offer != used:
+            self.pair = self.offer
+            return self.offer
+        return None
+
+    def usable(self, pair: tuple[str, str]) -> bool:
+        return pair not in self.refused
+
+
+def answer_for(accepted: tuple[str, str], ok: Callable[[], httpx.Response] = ok_user) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return ok() if request.headers["authorization"] == basic(accepted) else errors(401, "Not Authorized")
+
+    return handler
+
+
+def test_a_401_is_tried_once_more_with_the_rotated_secret() -> None:
+    # Given ComputeStacks that only accepts the rotated secret, and a source that finds it on re-reading
+    source = FakeSource()
+    h = Harness(answer_for(ROTATED), credentials=source)
+    # When a user is fetched with the old pair
+    user = h.client.get_user(UserSelector.by_id(42))
+    # Then the second request carried the new pair, at once, and the old one was reported
+    assert user == USER
+    assert [r.headers["authorization"] for r in h.requests] == [basic((KEY, SECRET)), basic(ROTATED)]
+    assert source.rejections == [(KEY, SECRET)]
+    assert h.sleeps == []
+
+
+def test_a_second_401_stops_there_never_a_third_login() -> None:
+    # Given ComputeStacks that refuses both the old and the re-read pair
+    source = FakeSource()
+    h = Harness(script(errors(401, "Not Authorized")), credentials=source)
+    # When a user is fetched
+    with pytest.raises(UpstreamAuthFailed) as caught:
+        h.client.get_user(UserSelector.by_id(42))
+    # Then exactly two logins were spent (each counts towards the lockout), both reported to the source
+    assert caught.value.message == "ComputeStacks rejected the API credentials."
+    assert len(h.requests) == 2 and h.client.request_count == 2
+    assert source.rejections == [(KEY, SECRET), ROTATED]
+    assert_no_secrets(caught.value, ROTATED[1])
+
+
+def test_a_401_is_never_retried_with_the_same_pair() -> None:
+    # Given a source whose re-read finds the same secret
+    source = FakeSource(offer=(KEY, SECRET))
+    h = Harness(script(errors(401, "Not Authorized"), ok_user()), credentials=source)
+    # When / Then one login only
+    with pytest.raises(UpstreamAuthFailed):
+        h.client.update_user(UserSelector.by_id(42), {"active": False})
+    assert len(h.requests) == 1
+
+
+def test_a_pair_known_to_be_rejected_is_not_sent_at_all() -> None:
+    # Given a source that knows its pair was refused (e.g. by another request of this run)
+    source = FakeSource(refused=frozenset({(KEY, SECRET)}))
+    h = Harness(script(ok_user()), credentials=source)
+    # When / Then nothing reaches ComputeStacks
+    with pytest.raises(UpstreamAuthFailed) as caught:
+        h.client.get_user(UserSelector.by_id(42))
+    assert caught.value.message == "ComputeStacks rejected the API credentials."
+    assert h.requests == [] and h.client.request_count == 0
+
+
+def test_the_source_may_stop_the_client_itself() -> None:
+    class Stopping(FakeSource):
+        def rejected(self, used: tuple[str, str]) -> tuple[str, str] | None:
+            raise UpstreamAuthFailed("ComputeStacks rejected the API credentials.", upstream="ComputeStacks")
+
+    h = Harness(script(errors(401, "Not Authorized")), credentials=Stopping())
+    with pytest.raises(UpstreamAuthFailed):
+        h.client.get_user(UserSelector.by_id(42))
+    assert len(h.requests) == 1
+
+
+def test_a_create_refused_at_login_is_resent_with_the_new_pair() -> None:
+    # Given a 401 (refused before anything was applied) to a create
+    h = Harness(answer_for(ROTATED, lambda: ok_user(201)), credentials=FakeSource())
+    # When the user is created
+    user = h.client.create_user({"email": "jane@example.com"})
+    # Then the create went again with the new pair and succeeded once
+    assert user == USER
+    assert [r.method for r in h.requests] == ["POST", "POST"]
+
+
+def test_credentials_win_over_the_key_and_secret_which_may_then_be_empty() -> None:
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return ok_user()
+
+    client = ComputeStacksClient(BASE, "", "", credentials=FakeSource(pair=ROTATED),
+                                 transport=httpx.MockTransport(handler))
+    client.get_user(UserSelector.by_id(42))
+    assert requests[0].headers["authorization"] == basic(ROTATED)
+
+
+def test_static_credentials_have_nothing_else_to_offer() -> None:
+    from cswhmcs.adapters.computestacks import StaticCredentials
+
+    static = StaticCredentials(KEY, SECRET)
+    assert static.current() == (KEY, SECRET)
+    assert static.rejected((KEY, SECRET)) is None and static.usable((KEY, SECRET))
+    assert SECRET not in repr(static)
+
+
+def test_a_rotated_secret_is_scrubbed_from_messages_too() -> None:
+    h = Harness(answer_for(ROTATED, lambda: errors(422, f"Secret {ROTATED[1]} is odd")), credentials=FakeSource())
+    with pytest.raises(UpstreamRejected) as caught:
+        h.client.get_user(UserSelector.by_id(1))
+    assert ROTATED[1] not in caught.value.message and "[redacted]" in caught.value.message
+
+
+# ---------------------------------------------------------------------------- deadline (issue 8)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def hanging(clock: Clock) -> Handler:
+    """ComputeStacks that never answers: each attempt lasts its whole read timeout."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        clock.now += request.extensions["timeout"]["read"]
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    return handler
+
+
+def test_a_hanging_computestacks_ends_inside_the_deadline() -> None:
+    from cswhmcs import deadline
+
+    # Given ComputeStacks hanging, a 10 s timeout, and 23 s left
+    clock = Clock()
+    requests: list[httpx.Request] = []
+    handler = hanging(clock)
+
+    def record(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return handler(request)
+
+    client = ComputeStacksClient(BASE, KEY, SECRET, transport=httpx.MockTransport(record), sleep=clock.sleep)
+    # When a user is fetched
+    with deadline.use(deadline.Deadline.after(23, clock=clock)), pytest.raises(UpstreamTimeout) as caught:
+        client.get_user(UserSelector.by_id(1))
+    # Then the last attempt's timeout was cut to what was left, and it all ended at the deadline
+    assert [r.extensions["timeout"]["read"] for r in requests] == [10.0, 10.0, pytest.approx(2.25)]
+    assert clock.now == pytest.approx(23.0)
+    assert caught.value.status == 504
+
+
+def test_a_create_is_not_sent_without_time_for_a_whole_attempt() -> None:
+    from cswhmcs import deadline
+    from cswhmcs.adapters.retry import OutOfTime
+
+    # Given 5 s left and an attempt that may need 3 s to connect and 10 s to answer
+    h = Harness(script(ok_user(201)))
+    # When / Then the create is not sent (it could only end as "maybe created")
+    with deadline.use(deadline.Deadline.after(5)), pytest.raises(OutOfTime) as caught:
+        h.client.create_user({"email": "jane@example.com"})
+    assert h.requests == [] and caught.value.maybe_applied is False
+    assert h.client.attempt_seconds == 13.0
+
+
+def test_a_429_that_does_not_fit_the_deadline_is_a_504_at_once() -> None:
+    from cswhmcs import deadline
+
+    h = Harness(script(throttled("120")))
+    with deadline.use(deadline.Deadline.after(23)), pytest.raises(RateLimited) as caught:
+        h.client.get_user(UserSelector.by_id(1))
+    assert h.sleeps == [] and h.client.request_count == 1
+    assert caught.value.status == 504
+    assert "retry in 120 seconds" in caught.value.message

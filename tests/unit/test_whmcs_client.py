@@ -648,3 +648,65 @@ def test_a_pacer_object_is_acquired_before_every_attempt() -> None:
     billable(client)
     # Then
     assert pacer.calls == 2 == client.request_count
+
+
+# ---------------------------------------------------------------------- deadline and 429 (issue 8)
+
+
+def test_a_write_is_not_sent_without_time_for_a_whole_attempt() -> None:
+    from cswhmcs import deadline
+    from cswhmcs.adapters.retry import OutOfTime
+
+    # Given 5 s left and an attempt that may take 3 s to connect and 10 s to answer
+    rec = Recorder(ok(billableid=1))
+    client = make_client(rec)
+    # When / Then AddBillableItem is not sent: a cut timeout could only make it "maybe created"
+    with deadline.use(deadline.Deadline.after(5)), pytest.raises(OutOfTime) as info:
+        billable(client)
+    assert rec.requests == [] and info.value.maybe_applied is False and info.value.status == 504
+    assert client.attempt_seconds == 13.0
+
+
+def test_a_read_gets_the_remaining_time_as_its_timeout() -> None:
+    from cswhmcs import deadline
+
+    rec = Recorder(ok(whmcs={"version": "8.10.1"}))
+    client = make_client(rec)
+    with deadline.use(deadline.Deadline.after(4)):
+        client.version()
+    assert rec.requests[0].extensions["timeout"]["read"] <= 4.0
+
+
+def front_end_429(seconds: str) -> httpx.Response:
+    return httpx.Response(429, text="<html><h1>429 Too Many Requests</h1></html>", headers={"Retry-After": seconds})
+
+
+def test_a_throttled_read_waits_its_retry_after_then_goes_again() -> None:
+    sleeps: list[float] = []
+    rec = Recorder(front_end_429("3"), ok(currencies={"currency": []}))
+    client = make_client(rec, sleep=sleeps.append)
+    assert client.get_currencies() == []
+    assert sleeps == [3.0] and client.request_count == 2
+
+
+def test_a_throttled_read_whose_wait_does_not_fit_is_a_504_at_once() -> None:
+    from cswhmcs import deadline
+    from cswhmcs.errors import RateLimited
+
+    sleeps: list[float] = []
+    rec = Recorder(front_end_429("120"))
+    client = make_client(rec, sleep=sleeps.append)
+    with deadline.use(deadline.Deadline.after(23)), pytest.raises(RateLimited) as info:
+        client.get_invoice(5)
+    assert sleeps == [] and client.request_count == 1
+    assert info.value.status == 504 and "WHMCS is throttling" in info.value.message
+
+
+def test_a_throttled_write_is_not_resent_and_was_not_applied() -> None:
+    from cswhmcs.errors import RateLimited
+
+    rec = Recorder(front_end_429("1"), ok(billableid=1))
+    client = make_client(rec)
+    with pytest.raises(RateLimited) as info:
+        billable(client)
+    assert client.request_count == 1 and info.value.maybe_applied is False

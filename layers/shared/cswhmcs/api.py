@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from cswhmcs import signing
+from cswhmcs import deadline, signing
 from cswhmcs.config import Settings, get_settings
 from cswhmcs.errors import BadRequest, DomainError
+from cswhmcs.jsonbody import loggable_id, parse_object
 from cswhmcs.observability import logger, register_secret_values
 
 MAX_BODY = 64 * 1024
@@ -64,17 +65,17 @@ class Deps:
 
     @property
     def cs(self) -> Any:
-        from cswhmcs.adapters.computestacks import ComputeStacksClient
+        from cswhmcs import factory
 
         self.settings.require("CS_API_URL", "CS_API_KEY", "CS_API_SECRET")
-        return self._get("cs", lambda: ComputeStacksClient.from_settings(self.settings))
+        return self._get("cs", lambda: factory.computestacks_client(self.settings))
 
     @property
     def whmcs(self) -> Any:
-        from cswhmcs.adapters.whmcs import WhmcsClient
+        from cswhmcs import factory
 
         self.settings.require("WHMCS_API_URL", "WHMCS_API_IDENTIFIER", "WHMCS_API_SECRET")
-        return self._get("whmcs", lambda: WhmcsClient.from_settings(self.settings))
+        return self._get("whmcs", lambda: factory.whmcs_client(self.settings))
 
 
 @dataclass
@@ -94,19 +95,22 @@ def get_deps() -> Deps:
     global _deps
     settings = get_settings()
     if _deps is None or _deps.settings is not settings:
+        # New settings (a rotated secret, re-read every 5 minutes or at once after ComputeStacks refused
+        # the pair): new clients.
         _deps = Deps(settings)
-        register_secret_values(*(s.decode() for s in settings.signing_secrets()),
-                               settings.CS_API_SECRET.get_secret_value(),
-                               settings.WHMCS_API_SECRET.get_secret_value(),
-                               settings.WHMCS_API_ACCESS_KEY.get_secret_value())
+        register_secret_values(*settings.secret_values())
     return _deps
 
 
 def reset_deps() -> None:
-    """Forget cached settings and clients (tests, `cswhmcs serve` after an environment change)."""
+    """Forget cached settings, clients and rejected credentials (tests, `cswhmcs serve` after an
+    environment change)."""
     global _deps
+    from cswhmcs import factory
+
     _deps = None
     get_settings.cache_clear()
+    factory.reset()
 
 
 def _json_default(o: Any) -> Any:
@@ -137,8 +141,11 @@ def raw_body(event: dict[str, Any]) -> bytes:
     return body.encode("utf-8") if isinstance(body, str) else bytes(body)
 
 
-def handle(route: str, action: Action, event: dict[str, Any]) -> dict[str, Any]:
+def handle(route: str, action: Action, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     started = time.perf_counter()
+    # The request's time budget starts at arrival (API.md section 2); every upstream attempt, retry and
+    # wait of the action is drawn from it, so the answer is always ours, never API Gateway's.
+    limit = deadline.for_api(context, budget=deadline.API_BUDGET_SECONDS - deadline.ANSWER_RESERVE_SECONDS)
     status = 500
     service_id: Any = None
     refusal: dict[str, str] = {}
@@ -151,14 +158,10 @@ def handle(route: str, action: Action, event: dict[str, Any]) -> dict[str, Any]:
         sig = signing.verify(event.get("headers"), route, body, settings.signing_secrets(),
                              tolerance=settings.SIGNATURE_TOLERANCE)
         deps.replay_guard.accept(sig, route)
-        try:
-            payload = json.loads(body, parse_float=Decimal)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("The request body is not valid JSON.") from None
-        if not isinstance(payload, dict):
-            raise BadRequest("The request body must be a JSON object.")
-        service_id = payload.get("serviceid")
-        result = action(Request(route=route, payload=payload, settings=settings, deps=deps))
+        payload = parse_object(body)  # 400 unless one JSON object, bounded in depth (cswhmcs.jsonbody)
+        service_id = loggable_id(payload.get("serviceid"))
+        with deadline.use(limit):
+            result = action(Request(route=route, payload=payload, settings=settings, deps=deps))
         status = 200
         return response(200, {"result": "success", **result})
     except DomainError as exc:
@@ -179,7 +182,7 @@ def make_handler(route: str, action: Action) -> Callable[[dict[str, Any], Any], 
     """The exported ``lambda_handler`` of one route's function."""
 
     def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-        return handle(route, action, event)
+        return handle(route, action, event, context)
 
     lambda_handler.__name__ = "lambda_handler"
     lambda_handler.route = route  # type: ignore[attr-defined]

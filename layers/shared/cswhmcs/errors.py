@@ -116,14 +116,16 @@ class UpstreamUnreachable(UpstreamTimeout):
         super().__init__(message, upstream=upstream, maybe_applied=False, code=code)
 
 
-class RateLimited(UpstreamError):
-    """The upstream throttled us (ComputeStacks 429); ``retry_after`` seconds to wait."""
+class RateLimited(UpstreamTimeout):
+    """The upstream throttled us (a 429) for longer than we may wait: nothing was applied, and for our
+    caller it did not answer in time (504). ``retry_after``: the seconds it asked us to wait."""
 
     code = "upstream_rate_limited"
 
-    def __init__(self, message: str, *, upstream: str, retry_after: float) -> None:
-        super().__init__(message, upstream=upstream, http_status=429)
+    def __init__(self, message: str, *, upstream: str, retry_after: float, http_status: int = 429) -> None:
+        super().__init__(message, upstream=upstream, maybe_applied=False)
         self.retry_after = retry_after
+        self.http_status = http_status
 
 
 class ConfigurationError(DomainError):

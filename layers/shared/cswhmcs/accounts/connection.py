@@ -1,7 +1,14 @@
-"""Test Connection: checks ComputeStacks and WHMCS, and says which side failed and why."""
+"""Test Connection: checks ComputeStacks and WHMCS, and says which side failed and why.
+
+Both are asked at the same time, within the one request deadline, so a side that hangs still leaves
+the other one its answer (and the admin learns which side was slow).
+"""
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cswhmcs.api import Request
@@ -11,10 +18,18 @@ from cswhmcs.errors import (
     UpstreamAuthFailed,
     UpstreamError,
     UpstreamTimeout,
+    UpstreamUnreachable,
 )
 
 
-def _check(name: str, probe: Any) -> DomainError | None:
+def _client(get: Callable[[], Any]) -> tuple[Any, DomainError | None]:
+    try:
+        return get(), None
+    except DomainError as exc:  # e.g. not configured
+        return None, exc
+
+
+def _check(probe: Callable[[], object]) -> DomainError | None:
     try:
         probe()
     except DomainError as exc:
@@ -23,8 +38,16 @@ def _check(name: str, probe: Any) -> DomainError | None:
 
 
 def test_connection(req: Request) -> dict[str, Any]:
-    cs_err = _check("ComputeStacks", lambda: req.deps.cs.list_locations())
-    whmcs_err = _check("WHMCS", lambda: req.deps.whmcs.get_health_status())
+    # The clients are taken here (they are per thread), then used from two threads (they are thread-safe).
+    cs, cs_err = _client(lambda: req.deps.cs)
+    whmcs, whmcs_err = _client(lambda: req.deps.whmcs)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="connection-test") as pool:
+        # The helper thread runs in a copy of this context: it keeps the request's deadline.
+        cs_probe = pool.submit(contextvars.copy_context().run, _check, cs.list_locations) if cs_err is None else None
+        if whmcs_err is None:
+            whmcs_err = _check(whmcs.get_health_status)
+        if cs_probe is not None:
+            cs_err = cs_probe.result()
     if cs_err is None and whmcs_err is None:
         return {"message": "ComputeStacks and WHMCS both accepted the backend's credentials."}
     parts = []
@@ -33,8 +56,10 @@ def test_connection(req: Request) -> dict[str, Any]:
             parts.append(f"{name}: OK.")
         elif isinstance(err, UpstreamAuthFailed):
             parts.append(f"{name}: bad credentials ({err.message})")
-        elif isinstance(err, UpstreamTimeout):
+        elif isinstance(err, UpstreamUnreachable):
             parts.append(f"{name}: unreachable ({err.message})")
+        elif isinstance(err, UpstreamTimeout):
+            parts.append(f"{name}: too slow ({err.message})")
         elif isinstance(err, ConfigurationError):
             parts.append(f"{name}: not configured ({err.message})")
         else:

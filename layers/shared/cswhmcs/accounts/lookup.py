@@ -3,6 +3,8 @@
 Mapping first (no ComputeStacks call). Else, in this order: the service username (find_by_email),
 the external id (= service id), the `whmcs.service_id` label. An account found that way (e.g. imported
 by the Server Sync Tool) gets its mapping written, so every later action costs one ComputeStacks call.
+The chain stops when the request's time budget is gone (``cswhmcs.deadline``): no lookup is started
+that could not be answered in time, and the answer is a 504, not a wrong "not found".
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cswhmcs.adapters.computestacks import UserSelector
+from cswhmcs import deadline
+from cswhmcs.adapters.computestacks import UPSTREAM, UserSelector
 from cswhmcs.adapters.dynamo import AccountMapping
+from cswhmcs.adapters.retry import OutOfTime
 from cswhmcs.api import Request
 from cswhmcs.errors import NotFound
 from cswhmcs.models import ServiceParams
@@ -54,6 +58,8 @@ def find_unmapped(req: Request, params: ServiceParams) -> dict[str, Any] | None:
     selectors.append(UserSelector.by_external_id(str(params.serviceid)))
     selectors.append(UserSelector.by_label_service_id(params.serviceid))
     for sel in selectors:
+        if deadline.current().expired():
+            raise OutOfTime(UPSTREAM)
         user = cs.get_user(sel)
         if user and not user.get("is_admin") and belongs_to_service(user, params.serviceid):
             return dict(user)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cswhmcs.accounts import caches
 from cswhmcs.api import Request
-from cswhmcs.models import parse
+from cswhmcs.models import MAX_ID, parse
 
 PAGE = 500
 # Users per paged answer: ~240 bytes each in JSON, so 2,000 make ~0.5 MB from one ComputeStacks request.
@@ -50,7 +50,7 @@ class SyncPage(BaseModel):
     """Optional paging of /v1/accounts/list (an addition to API.md): without `page`, every user at once."""
 
     model_config = ConfigDict(extra="ignore")
-    page: int | None = Field(default=None, ge=1)
+    page: int | None = Field(default=None, ge=1, le=MAX_ID)
     page_size: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
 
 

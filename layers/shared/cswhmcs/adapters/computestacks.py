@@ -3,16 +3,19 @@
 What it guarantees (docs/architecture.md "Error mapping"):
 
 * Every request carries ``Accept: application/json; api_version=80`` (without a JSON Accept header
-  ComputeStacks answers 406) and HTTP Basic auth with the admin API credential pair.
+  ComputeStacks answers 406) and HTTP Basic auth with the admin API credential pair, taken from a
+  ``CredentialSource`` at each request (``StaticCredentials`` for a fixed pair).
 * Errors become ``cswhmcs.errors`` types with ``upstream="ComputeStacks"``. No message contains the
   API key, the secret, a password or a token: messages are fixed sentences plus ComputeStacks' own
   validation messages (scrubbed of those values anyway).
-* Retries cannot double an effect. GETs, PATCHes (absolute values) and SSO token requests are
-  retried on 5xx, timeouts and dropped connections; every request is retried when the connection
-  could not even be made (nothing was sent) and after a 429 (ComputeStacks refused it before doing
-  anything). ``POST /api/admin/users`` is never re-sent once it may have arrived: a read timeout
-  raises ``UpstreamTimeout(maybe_applied=True)``. A 401 is never retried either: every wrong
-  secret counts towards ComputeStacks' lockout of the credential's owner (5 attempts).
+* Retries cannot double an effect (``cswhmcs.adapters.retry`` runs them, inside the request's
+  deadline). GETs, PATCHes (absolute values) and SSO token requests are retried on 5xx, timeouts and
+  dropped connections; every request is retried when the connection could not even be made (nothing
+  was sent) and after a 429 (ComputeStacks refused it before doing anything) when its ``Retry-After``
+  fits. ``POST /api/admin/users`` is never re-sent once it may have arrived: a read timeout raises
+  ``UpstreamTimeout(maybe_applied=True)``. A 401 is never retried with the same pair: every wrong
+  secret counts towards ComputeStacks' lockout of the credential's owner (5 attempts). The
+  credential source may offer one different pair (a rotated secret), tried once.
 * A user lookup that misses (404 with an empty body) returns ``None``; a 404 that says
   "Unknown API Call" means a wrong ``CS_API_URL`` and raises ``UpstreamError``.
 * Bodies are returned as parsed, without converting money: ComputeStacks sends decimals as numeric
@@ -26,30 +29,25 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 
 from cswhmcs.adapters.pacing import Pacer
+from cswhmcs.adapters.retry import Failure, Resend, Retrier, RetryPolicy, Throttled, retry_after
 from cswhmcs.errors import (
     ConfigurationError,
     NotFound,
-    RateLimited,
     UpstreamAuthFailed,
     UpstreamError,
     UpstreamRejected,
-    UpstreamTimeout,
-    UpstreamUnreachable,
 )
 
 if TYPE_CHECKING:
@@ -61,7 +59,6 @@ UNKNOWN_ROUTE_MESSAGE = "Unknown API Call. Please check the documentation."
 USERS_PATH = "/api/admin/users"
 _MAX_MESSAGES = 10
 _MAX_MESSAGE_CHARS = 300
-_MAX_THROTTLED_ATTEMPTS = 10
 _LINK_RE = re.compile(r'<([^>]*)>\s*;\s*rel="?([^";,]+)"?')
 
 
@@ -130,30 +127,85 @@ class UserSelector:
         return f"{USERS_PATH}/{self.segment}{suffix}"
 
 
-class ComputeStacksClient:
-    """The ComputeStacks admin API, as far as this integration needs it. Thread-safe."""
+AUTH_FAILED_MESSAGE = "ComputeStacks rejected the API credentials."
+Pair = tuple[str, str]
 
-    def __init__(self, base_url: str, api_key: str, api_secret: str, *, timeout: float = 10.0,
+
+class CredentialSource(Protocol):
+    """Where the ComputeStacks API key and secret come from, asked at every request."""
+
+    def current(self) -> Pair:
+        """The ``(api_key, api_secret)`` to use now."""
+        ...
+
+    def rejected(self, used: Pair) -> Pair | None:
+        """ComputeStacks answered 401 to ``used``: re-read the secret at once (bypassing caches) and
+        return a DIFFERENT pair to try exactly once more, or None (the client then raises
+        ``UpstreamAuthFailed``). May raise ``UpstreamAuthFailed`` itself."""
+        ...
+
+    def usable(self, pair: Pair) -> bool:
+        """False for a pair known to be rejected: it is not sent at all (each try counts towards
+        ComputeStacks' lockout of the credential's owner)."""
+        ...
+
+
+class StaticCredentials:
+    """A fixed pair: nothing else to try after a 401."""
+
+    def __init__(self, api_key: str, api_secret: str) -> None:
+        self._pair = (api_key, api_secret)
+
+    def current(self) -> Pair:
+        return self._pair
+
+    def rejected(self, used: Pair) -> Pair | None:
+        return None
+
+    def usable(self, pair: Pair) -> bool:
+        return True
+
+    def __repr__(self) -> str:  # never the pair
+        return "StaticCredentials()"
+
+
+@dataclass
+class _Auth:
+    """The pair one request is sent with; ``swapped`` once the source gave another after a 401."""
+
+    pair: Pair
+    swapped: bool = False
+
+
+class ComputeStacksClient:
+    """The ComputeStacks admin API, as far as this integration needs it. Thread-safe.
+
+    ``credentials``, when given, wins over ``api_key``/``api_secret`` (which may then be empty).
+    """
+
+    def __init__(self, base_url: str, api_key: str = "", api_secret: str = "", *, timeout: float = 10.0,
                  connect_timeout: float = 3.0, transport: httpx.BaseTransport | None = None,
                  pacer: Pacer | None = None, max_retries: int = 2,
                  sleep: Callable[[float], object] = time.sleep, api_version: int = DEFAULT_API_VERSION,
-                 backoff: float = 0.25, max_rate_limit_wait: float = 30.0) -> None:
+                 backoff: float = 0.25, max_rate_limit_wait: float = 30.0,
+                 credentials: CredentialSource | None = None) -> None:
         base = (base_url or "").strip().rstrip("/")
         if not base:
             raise ConfigurationError("The backend is not configured: CS_API_URL is not set.")
-        if not api_key or not api_secret:
-            raise ConfigurationError("The backend is not configured: CS_API_KEY or CS_API_SECRET is not set.")
-        self._secrets = (api_key, api_secret)
-        self._pacer = pacer
-        self._max_retries = max(0, int(max_retries))
-        self._sleep = sleep
-        self._backoff = backoff
-        self._max_rate_limit_wait = max_rate_limit_wait
-        self._count_lock = threading.Lock()
-        self.request_count = 0
+        if credentials is None:
+            if not api_key or not api_secret:
+                raise ConfigurationError("The backend is not configured: CS_API_KEY or CS_API_SECRET is not set.")
+            credentials = StaticCredentials(api_key, api_secret)
+        self._credentials = credentials
+        # Every secret value sent so far: scrubbed from ComputeStacks' messages.
+        self._hidden_lock = threading.Lock()
+        self._hidden: set[str] = {v for v in (api_key, api_secret) if v}
+        self._retrier = Retrier(UPSTREAM, timeout=timeout, connect_timeout=connect_timeout, sleep=sleep, pacer=pacer,
+                                policy=RetryPolicy(max_retries=max(0, int(max_retries)), backoff=backoff,
+                                                   max_backoff=max(backoff, 2.0),
+                                                   max_throttle_wait=max_rate_limit_wait))
         self._http = httpx.Client(
             base_url=base,
-            auth=httpx.BasicAuth(api_key, api_secret),
             headers={"Accept": f"application/json; api_version={int(api_version)}",
                      "User-Agent": "cswhmcs (ComputeStacks-WHMCS integration)"},
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
@@ -167,6 +219,16 @@ class ComputeStacksClient:
         return cls(settings.CS_API_URL, settings.CS_API_KEY.get_secret_value(),
                    settings.CS_API_SECRET.get_secret_value(), timeout=settings.CS_TIMEOUT,
                    connect_timeout=settings.CONNECT_TIMEOUT, **kwargs)
+
+    @property
+    def request_count(self) -> int:
+        """HTTP attempts made so far (retries included)."""
+        return self._retrier.attempts
+
+    @property
+    def attempt_seconds(self) -> float:
+        """The longest one request attempt may take (connect + read timeout)."""
+        return self._retrier.attempt_seconds
 
     def close(self) -> None:
         self._http.close()
@@ -333,72 +395,55 @@ class ComputeStacksClient:
 
     def _call(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
               body: Any = None, resend: bool) -> httpx.Response:
-        """Send with pacing, retries and 429 handling; returns any non-5xx, non-429 response.
+        """Send with pacing, retries, 429 waits and the credential source, inside the current deadline;
+        returns any response that is not a 5xx, a 429 or a 401.
 
         ``resend``: may the request be sent again once it may have reached ComputeStacks?
         """
-        attempt = 0
-        throttled = 0
-        waited = 0.0
-        mutating = method != "GET"
         content: bytes | None = None
         headers: dict[str, str] | None = None
         if body is not None:
             content = json.dumps(body, default=_json_default, separators=(",", ":")).encode("utf-8")
             headers = {"Content-Type": "application/json"}
-        while True:
-            if self._pacer is not None:
-                self._pacer.acquire()
-            with self._count_lock:
-                self.request_count += 1
-            failure: UpstreamError | UpstreamTimeout
-            cause: BaseException | None = None
-            try:
-                response = self._http.request(method, path, params=params, content=content, headers=headers)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                # Nothing left this process: always safe to try again.
-                failure = UpstreamUnreachable("ComputeStacks could not be reached.", upstream=UPSTREAM)
-                retry = True
-                cause = exc
-            except httpx.TimeoutException as exc:  # read/write timeout: the request may have arrived
-                failure = UpstreamTimeout("ComputeStacks did not answer in time.", upstream=UPSTREAM,
-                                          maybe_applied=mutating)
-                retry = resend
-                cause = exc
-            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
-                if mutating:
-                    failure = UpstreamTimeout("ComputeStacks closed the connection without answering.",
-                                              upstream=UPSTREAM, maybe_applied=True)
-                else:
-                    failure = UpstreamError("ComputeStacks closed the connection without answering.",
-                                            upstream=UPSTREAM)
-                retry = resend
-                cause = exc
-            except httpx.TransportError as exc:  # e.g. a base URL without http(s)://
-                raise UpstreamError("ComputeStacks could not be reached.", upstream=UPSTREAM) from exc
-            else:
-                status = response.status_code
-                if status == 429:
-                    # Rack::Attack refused it before the app saw it: safe to send again after waiting.
-                    delay = _retry_after(response.headers)
-                    throttled += 1
-                    if throttled <= _MAX_THROTTLED_ATTEMPTS and waited + delay <= self._max_rate_limit_wait:
-                        self._sleep(delay)
-                        waited += delay
-                        continue
-                    raise RateLimited(
-                        f"ComputeStacks is throttling our requests; retry in {math.ceil(delay)} seconds.",
-                        upstream=UPSTREAM, retry_after=delay)
-                if status < 500:
-                    return response
-                failure = UpstreamError(f"ComputeStacks answered with HTTP {status}.", upstream=UPSTREAM,
-                                        http_status=status)
-                retry = resend
-            if retry and attempt < self._max_retries:
-                self._sleep(self._backoff * (2 ** attempt))
-                attempt += 1
-                continue
-            raise failure from cause
+        pair = self._credentials.current()
+        if not self._credentials.usable(pair):
+            raise UpstreamAuthFailed(AUTH_FAILED_MESSAGE, upstream=UPSTREAM, http_status=401)
+        auth = _Auth(pair)
+        self._hide(pair)
+
+        def send(timeout: httpx.Timeout) -> httpx.Response:
+            key, secret = auth.pair
+            return self._http.request(method, path, params=params, content=content, headers=headers,
+                                      auth=httpx.BasicAuth(key, secret), timeout=timeout)
+
+        def interpret(response: httpx.Response) -> httpx.Response:
+            status = response.status_code
+            if status == 429:
+                # Rack::Attack refused it before the app saw it: safe to send again after waiting.
+                raise Throttled(retry_after(response.headers))
+            if status == 401:
+                self._after_401(auth)
+            if status >= 500:
+                raise Failure(UpstreamError(f"ComputeStacks answered with HTTP {status}.", upstream=UPSTREAM,
+                                            http_status=status))
+            return response
+
+        return self._retrier.run(send, interpret, resend=resend, mutating=method != "GET")
+
+    def _after_401(self, auth: _Auth) -> NoReturn:
+        """Never the same pair again; one different pair from the source, once (nothing was applied)."""
+        used = auth.pair
+        offered = self._credentials.rejected(used)
+        if not auth.swapped and offered is not None and tuple(offered) != tuple(used) \
+                and self._credentials.usable(offered):
+            auth.pair, auth.swapped = (str(offered[0]), str(offered[1])), True
+            self._hide(auth.pair)
+            raise Resend()
+        raise Failure(UpstreamAuthFailed(AUTH_FAILED_MESSAGE, upstream=UPSTREAM, http_status=401), retryable=False)
+
+    def _hide(self, pair: Pair) -> None:
+        with self._hidden_lock:
+            self._hidden.update(v for v in pair if v)
 
     def _json(self, response: httpx.Response) -> Any:
         if not response.content.strip():
@@ -446,8 +491,7 @@ class ComputeStacksClient:
     def _raise_for(self, response: httpx.Response, extra_hidden: tuple[str, ...] = ()) -> NoReturn:
         status = response.status_code
         if status == 401:
-            raise UpstreamAuthFailed("ComputeStacks rejected the API credentials.", upstream=UPSTREAM,
-                                     http_status=401)
+            raise UpstreamAuthFailed(AUTH_FAILED_MESSAGE, upstream=UPSTREAM, http_status=401)
         errors = self._errors(response)
         if status == 422:
             messages = self._clean(errors or [], extra_hidden)
@@ -470,7 +514,9 @@ class ComputeStacksClient:
         """De-duplicated (Devise and the model both say "Email has already been taken"), trimmed, scrubbed."""
         # Only values of 8+ characters (Devise's minimum password length): shorter ones would mangle
         # ComputeStacks' own words ("Password is too short" for the password "short").
-        hidden = [h for h in (*self._secrets, *extra_hidden) if h and len(h) >= 8]
+        with self._hidden_lock:
+            secrets = tuple(self._hidden)
+        hidden = [h for h in (*secrets, *extra_hidden) if h and len(h) >= 8]
         out: list[str] = []
         for raw in messages:
             text = " ".join(raw.split())
@@ -511,27 +557,3 @@ def _next_page(link: str | None) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-def _retry_after(headers: httpx.Headers) -> float:
-    """Seconds to wait after a 429: ``Retry-After`` (seconds or date), else ``RateLimit-Reset``, else 1."""
-    raw = (headers.get("retry-after") or "").strip()
-    if raw:
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            try:
-                when = parsedate_to_datetime(raw)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None:
-                if when.tzinfo is None:
-                    when = when.replace(tzinfo=UTC)
-                return max(0.0, (when - datetime.now(UTC)).total_seconds())
-    reset = (headers.get("ratelimit-reset") or "").strip()
-    if reset:
-        try:
-            return max(0.0, float(reset) - time.time())
-        except ValueError:
-            pass
-    return 1.0

@@ -7,16 +7,18 @@ What it guarantees (docs/architecture.md, reference/whmcs-contract.md section 3)
   ``upstream="WHMCS"``; no message ever contains the identifier, secret or access key.
 * WHMCS mixes numbers and numeric strings: ids and paging fields come back as ``int``, money as
   ``Decimal`` (JSON floats are parsed as ``Decimal`` too), whichever form WHMCS chose.
-* Retries cannot double an effect: read actions (``Get*``, ``WhmcsDetails``) are retried on timeouts,
-  5xx and garbage; any action is retried when the connection could not even be made (nothing was
-  sent). ``AddCredit``, ``AddBillableItem`` and ``UpdateClientProduct`` are never re-sent once sent:
-  a read timeout there raises ``UpstreamTimeout(maybe_applied=True)``.
+* Retries cannot double an effect (``cswhmcs.adapters.retry`` runs them, inside the request's
+  deadline): read actions (``Get*``, ``WhmcsDetails``) are retried on timeouts, 5xx and garbage, and
+  after a 429 once its ``Retry-After`` has passed (when that fits); any action is retried when the
+  connection could not even be made (nothing was sent). ``AddCredit``, ``AddBillableItem`` and
+  ``UpdateClientProduct`` are never re-sent once sent: a read timeout there raises
+  ``UpstreamTimeout(maybe_applied=True)``; a 429 raises ``RateLimited`` (nothing was applied).
 """
 
 from __future__ import annotations
 
 import json
-import threading
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -28,13 +30,13 @@ from urllib.parse import urlencode
 import httpx
 
 from cswhmcs.adapters.pacing import Pacer
+from cswhmcs.adapters.retry import Failure, Retrier, RetryPolicy, Throttled, retry_after
 from cswhmcs.errors import (
-    DomainError,
     InvalidInput,
+    RateLimited,
     UpstreamAuthFailed,
     UpstreamError,
     UpstreamTimeout,
-    UpstreamUnreachable,
 )
 
 UPSTREAM = "WHMCS"
@@ -60,16 +62,6 @@ class WhmcsPermissionDenied(UpstreamAuthFailed):
     def __init__(self, message: str, *, action: str, http_status: int | None = None) -> None:
         super().__init__(message, upstream=UPSTREAM, http_status=http_status)
         self.action = action
-
-
-class _AttemptFailed(Exception):
-    """Internal: one HTTP attempt failed with ``error``; ``sent`` says whether it may have arrived."""
-
-    def __init__(self, error: DomainError, *, sent: bool, transient: bool) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.sent = sent
-        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -202,7 +194,9 @@ class WhmcsClient:
         transport: httpx.BaseTransport | None = None,
         pacer: Pacer | Callable[[], object] | None = None,
         max_retries: int = 2,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
+        backoff: float = 0.25,
+        max_rate_limit_wait: float = 30.0,
     ) -> None:
         """``pacer``: a ``cswhmcs.adapters.pacing.Pacer`` (its ``acquire()``) or a plain callable, called
         before every HTTP attempt, retries included (billing uses it to stay under upstream limits)."""
@@ -210,11 +204,11 @@ class WhmcsClient:
         self._identifier = identifier
         self._secret = secret
         self._access_key = access_key or None
-        self._pacer = pacer
-        self._max_retries = max(0, max_retries)
-        self._sleep = sleep
-        self._count = 0
-        self._count_lock = threading.Lock()
+        self._retrier = Retrier(UPSTREAM, timeout=timeout, connect_timeout=connect_timeout, sleep=sleep, pacer=pacer,
+                                policy=RetryPolicy(max_retries=max(0, max_retries), backoff=backoff,
+                                                   max_backoff=max(backoff, 2.0),
+                                                   max_throttle_wait=max_rate_limit_wait),
+                                dropped_message="The connection to WHMCS broke before it answered.")
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             transport=transport,
@@ -223,7 +217,7 @@ class WhmcsClient:
         )
 
     @classmethod
-    def from_settings(cls, settings: Any) -> WhmcsClient:
+    def from_settings(cls, settings: Any, **kwargs: Any) -> WhmcsClient:
         settings.require("WHMCS_API_URL", "WHMCS_API_IDENTIFIER", "WHMCS_API_SECRET")
         return cls(
             settings.WHMCS_API_URL,
@@ -232,6 +226,7 @@ class WhmcsClient:
             settings.WHMCS_API_ACCESS_KEY.get_secret_value() or None,
             timeout=settings.WHMCS_TIMEOUT,
             connect_timeout=settings.CONNECT_TIMEOUT,
+            **kwargs,
         )
 
     def __repr__(self) -> str:  # never the credentials
@@ -249,7 +244,12 @@ class WhmcsClient:
     @property
     def request_count(self) -> int:
         """HTTP attempts made so far (retries included)."""
-        return self._count
+        return self._retrier.attempts
+
+    @property
+    def attempt_seconds(self) -> float:
+        """The longest one request attempt may take (connect + read timeout)."""
+        return self._retrier.attempt_seconds
 
     # ------------------------------------------------------------------ transport
 
@@ -261,17 +261,14 @@ class WhmcsClient:
         ``result: error`` answers are never retried: they would only repeat.
         """
         body = self._encode(action, params or {})
-        resend_allowed = retry and is_read_action(action)
-        attempt = 0
-        while True:
-            try:
-                return self._attempt(action, body)
-            except _AttemptFailed as failure:
-                retryable = failure.transient and (not failure.sent or resend_allowed)
-                if not retryable or attempt >= self._max_retries:
-                    raise failure.error from None
-            self._sleep(min(0.25 * (2**attempt), 2.0))
-            attempt += 1
+        read = is_read_action(action)
+
+        def send(timeout: httpx.Timeout) -> httpx.Response:
+            return self._http.post(self._url, content=body, timeout=timeout,
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+        return self._retrier.run(send, lambda response: self._interpret(action, response, read=read),
+                                 resend=retry and read, mutating=not read)
 
     def _encode(self, action: str, params: Mapping[str, Any]) -> bytes:
         clash = _RESERVED.intersection(k.lower() for k in params)
@@ -289,38 +286,16 @@ class WhmcsClient:
             _flatten(key, value, pairs)
         return urlencode(pairs).encode()
 
-    def _pace(self) -> None:
-        if self._pacer is None:
-            return
-        acquire = getattr(self._pacer, "acquire", None)
-        if callable(acquire):
-            acquire()
-        elif callable(self._pacer):
-            self._pacer()
-
-    def _attempt(self, action: str, body: bytes) -> dict[str, Any]:
-        """One HTTP attempt: the answer, or ``_AttemptFailed`` saying whether it may have been sent."""
-        self._pace()
-        with self._count_lock:
-            self._count += 1
-        try:
-            response = self._http.post(
-                self._url, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise _AttemptFailed(UpstreamUnreachable("WHMCS could not be reached.", upstream=UPSTREAM),
-                                 sent=False, transient=True) from exc
-        except httpx.TimeoutException as exc:  # read or write timeout: the request (maybe) went out
-            error = UpstreamTimeout("WHMCS did not answer in time.", upstream=UPSTREAM, maybe_applied=True)
-            raise _AttemptFailed(error, sent=True, transient=True) from exc
-        except httpx.TransportError as exc:  # connection dropped mid-way: as ambiguous as a timeout
-            error = UpstreamTimeout("The connection to WHMCS broke before it answered.", upstream=UPSTREAM,
-                                    maybe_applied=True)
-            raise _AttemptFailed(error, sent=True, transient=True) from exc
-        return self._interpret(action, response)
-
-    def _interpret(self, action: str, response: httpx.Response) -> dict[str, Any]:
+    def _interpret(self, action: str, response: httpx.Response, *, read: bool) -> dict[str, Any]:
+        """One answer: the decoded data, or ``Failure``/``Throttled`` for the retry rules."""
         status = response.status_code
+        if status == 429:
+            # A front end (WHMCS itself has no rate limit) refused it before PHP ran: nothing applied.
+            delay = retry_after(response.headers)
+            if read:
+                raise Throttled(delay)
+            raise Failure(RateLimited(f"WHMCS is throttling our requests; retry in {math.ceil(delay)} seconds.",
+                                      upstream=UPSTREAM, retry_after=delay), retryable=False)
         try:
             data = json.loads(response.content, parse_float=Decimal)
         except (ValueError, UnicodeDecodeError):
@@ -329,10 +304,10 @@ class WhmcsClient:
             result = str(data.get("result", data.get("status", ""))).lower()
             if result == "error" or (result != "success" and "message" in data):
                 error = self._api_error(action, str(data.get("message") or "no message"), status)
-                raise _AttemptFailed(error, sent=True, transient=False)
+                raise Failure(error, retryable=False)
             if result == "success" and 200 <= status < 300:
                 return data
-        transient = status >= 500 or status in (408, 429) or 200 <= status < 300
+        transient = status >= 500 or status == 408 or 200 <= status < 300
         if status >= 500:
             message = f"WHMCS failed with HTTP {status}."
         elif not 200 <= status < 300:
@@ -341,8 +316,7 @@ class WhmcsClient:
             message = "WHMCS answered with something that is not JSON."
         else:
             message = "WHMCS answered without a result."
-        raise _AttemptFailed(UpstreamError(message, upstream=UPSTREAM, http_status=status),
-                             sent=True, transient=transient)
+        raise Failure(UpstreamError(message, upstream=UPSTREAM, http_status=status), retryable=transient)
 
     def _scrub(self, text: str) -> str:
         for value in (self._secret, self._identifier, self._access_key):

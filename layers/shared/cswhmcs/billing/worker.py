@@ -14,6 +14,11 @@ D. Send each claimed line: ``sending`` (conditional) -> AddBillableItem -> ``don
 
 Every write to the account's state item is conditional on its version, so duplicate deliveries and
 concurrent runs serialise; a row is absorbed once and a line is sent at most once.
+
+Time: the worker runs inside a deadline (``cswhmcs.deadline``; the Lambda handler sets it to the
+function's remaining time less a margin). A line is only marked ``sending`` when one whole WHMCS
+attempt still fits; otherwise, or when WHMCS throttles longer than we may wait, the account is released
+(``BillingAborted``: the message returns to the queue) with its lines ``planned``, never half-sent.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+from cswhmcs import deadline
+from cswhmcs.adapters.retry import MIN_ATTEMPT_SECONDS, OutOfTime, attempt_seconds
 from cswhmcs.adapters.whmcs import WhmcsApiError
 from cswhmcs.billing.currency import CurrencyTable, conversion_note
 from cswhmcs.billing.grouping import (
@@ -61,6 +68,12 @@ from cswhmcs.errors import (
 from cswhmcs.money import cents
 
 CENT = Decimal("0.01")
+# Kept from the Lambda's remaining time for what follows the last upstream answer (ledger writes, the
+# batch response): the worker's deadline is its remaining time less this.
+WORKER_MARGIN_SECONDS = 10.0
+RELEASED = "released"  # not sent after all (no time left, or throttled): back to planned, not counted
+OUT_OF_TIME = ("Not enough of this invocation's time was left to send a billable item to WHMCS; "
+               "the account will be retried.")
 
 
 class BillingAborted(Exception):
@@ -83,6 +96,9 @@ class WorkerDeps:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # Tests inject crashes here: called at named points between ledger steps.
     faults: Callable[[str], None] = _no_fault
+    # The run-level ComputeStacks credential stop (billing/credentials.py RunCredentialGate): checked
+    # before each account; None: not guarded (tests with fakes).
+    cs_gate: Any = None
     _client_currency: dict[int, str] = field(default_factory=dict)  # bounded: see client_currency
     _currencies: CurrencyTable | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -191,7 +207,7 @@ AMBIGUOUS_STATUSES = frozenset({502, 504, 520, 521, 522, 523, 524})
 
 
 def ambiguous_answer(exc: UpstreamError) -> bool:
-    if isinstance(exc, WhmcsApiError | UpstreamAuthFailed | RateLimited):
+    if isinstance(exc, WhmcsApiError | UpstreamAuthFailed):
         return False  # WHMCS (or its auth layer) answered clearly: nothing was created
     status = exc.http_status
     return status is None or 200 <= status < 300 or status in AMBIGUOUS_STATUSES
@@ -242,6 +258,8 @@ class AccountWorker:
 
     def process(self) -> AccountResult:
         try:
+            if self.d.cs_gate is not None:  # raises when the run may not use ComputeStacks (now)
+                self.d.cs_gate.check(self.run.run_id)
             if self.dry_run:
                 self._preview()
             else:
@@ -431,6 +449,8 @@ class AccountWorker:
                                           "it with --resend"):
                     continue
                 return
+            if deadline.current().remaining() < max(MIN_ATTEMPT_SECONDS, attempt_seconds(self.d.whmcs)):
+                raise BillingAborted(OUT_OF_TIME)  # before "sending": nothing is left half-sent
             line.status, line.token, line.sending_at = SENDING, token, iso(self.d.clock())
             line.attempts += 1
             try:
@@ -445,6 +465,8 @@ class AccountWorker:
         outcome, billable_id, reason = self._call_whmcs(line)
         self.d.faults("send.after_call")
         self._finish(key, token, outcome, billable_id, reason)
+        if outcome == RELEASED:
+            raise BillingAborted(reason)
 
     def _call_whmcs(self, line: Line) -> tuple[str, int | None, str]:
         try:
@@ -454,6 +476,10 @@ class AccountWorker:
                 due_date=datetime.fromisoformat(line.due_date).date() if line.due_date else None,
             )
             return DONE, int(billable_id), ""
+        except OutOfTime:  # the client sent nothing
+            return RELEASED, None, OUT_OF_TIME
+        except RateLimited as exc:  # refused before anything was applied
+            return RELEASED, None, f"{exc.message} The account will be retried."
         except UpstreamTimeout as exc:
             if exc.maybe_applied:
                 return ATTENTION, None, (f"{exc.message} It may or may not have been created: search WHMCS "
@@ -495,6 +521,10 @@ class AccountWorker:
                     del state.lines[key]
                     self._save(state, line)
                     self.result.lines.append(LineOutcome.of(line, "attention"))
+                elif outcome == RELEASED:  # never sent: as it was before this attempt
+                    line.status, line.token, line.sending_at = PLANNED, "", ""
+                    line.attempts = max(0, line.attempts - 1)
+                    self._save(state)
                 else:
                     line.status, line.token, line.sending_at, line.last_error = PLANNED, "", "", reason
                     self._save(state)
