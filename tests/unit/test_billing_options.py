@@ -30,11 +30,31 @@ def test_whmcs_rate_is_split_too() -> None:
     assert rate == 7.5 and 1 <= burst <= 5
 
 
-def test_options_from_the_environment() -> None:
-    opts = BillingOptions.from_env({"WORKER_MAX_CONCURRENCY": "8", "BILLING_CS_SHARE": "0.5",
-                                    "BILLING_PER_PAGE": "250", "BILLING_WHMCS_RATE": "junk"})
-    assert (opts.concurrency, opts.cs_share, opts.per_page, opts.whmcs_rate) == (8, 0.5, 250, 30.0)
+def test_options_come_from_the_settings() -> None:
+    # Given the billing variables of a worker's environment
+    from cswhmcs.config import load_settings
+
+    settings = load_settings({"WORKER_MAX_CONCURRENCY": "8", "BILLING_CS_SHARE": "0.5", "BILLING_PER_PAGE": "250",
+                              "BILLING_WHMCS_RATE": "12.5", "CS_RATE_LIMIT": "10000"})
+    # When they become options
+    opts = BillingOptions.from_settings(settings)
+    # Then every one is used, CS_RATE_LIMIT as the ComputeStacks budget
+    assert (opts.concurrency, opts.cs_share, opts.per_page, opts.whmcs_rate, opts.cs_limit) == \
+        (8, 0.5, 250, 12.5, 10000)
+    assert BillingOptions.from_settings(load_settings({})) == BillingOptions()
     assert BillingOptions.from_env({}) == BillingOptions()
+
+
+@pytest.mark.parametrize("name, value", [("BILLING_WHMCS_RATE", "junk"), ("BILLING_CS_SHARE", "1.5"),
+                                         ("WORKER_MAX_CONCURRENCY", "0"), ("BILLING_PER_PAGE", "many"),
+                                         ("CS_RATE_LIMIT", "-5"), ("BILLING_CS_SHARE", "nan")])
+def test_a_bad_billing_value_fails_naming_the_variable(name: str, value: str) -> None:
+    # (it used to be dropped silently: the worker ran with the default)
+    from cswhmcs.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as err:
+        BillingOptions.from_env({name: value})
+    assert name in err.value.message and value not in err.value.message
 
 
 def test_progress_bar_only_on_a_terminal() -> None:

@@ -78,10 +78,11 @@ def _runtime(args: argparse.Namespace) -> Any:
     from cswhmcs.billing.run import build_runtime
     from cswhmcs.config import get_settings
 
-    options = BillingOptions()
+    settings = get_settings()
+    options = BillingOptions.from_settings(settings)
     if getattr(args, "concurrency", None):
         options = replace(options, concurrency=int(args.concurrency))
-    return build_runtime(get_settings(), options=options)
+    return build_runtime(settings, options=options)
 
 
 @contextmanager

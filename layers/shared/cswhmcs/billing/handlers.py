@@ -1,21 +1,31 @@
 """Lambda wiring for the billing planner and worker (functions/billing_*/app.py call these).
 
-Clients are built once per execution environment. Each worker environment gets its own share of the
-ComputeStacks budget (``BillingOptions.cs_rate_per_worker``): with the event source's
-MaximumConcurrency as the divisor, all workers together stay under the limit.
+Settings come from ``config.get_settings`` (Secrets Manager re-read every 5 minutes, like the API
+routes) and every tunable from them (``BillingOptions.from_settings``): a bad value stops the function
+at start, naming the variable. The worker's clients are kept while the settings stay the same and
+rebuilt when they change (a rotated WHMCS credential); the ComputeStacks client takes its pair from
+the settings at each request (``cswhmcs.factory.SecretCredentials``), behind the run-level credential
+gate (``billing/credentials.py``). Each worker environment gets its own share of the ComputeStacks
+budget (``BillingOptions.cs_rate_per_worker``): with the event source's MaximumConcurrency as the
+divisor, all workers together stay under the limit.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
+from pydantic import SecretStr
+
+from cswhmcs import deadline
+from cswhmcs.billing.credentials import is_credentials_stop
 from cswhmcs.billing.ledger import Ledger
 from cswhmcs.billing.messages import WorkMessage
 from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.planner import lambda_trigger
-from cswhmcs.billing.worker import WorkerDeps, process_account
+from cswhmcs.billing.worker import WORKER_MARGIN_SECONDS, WorkerDeps, process_account
+from cswhmcs.config import Settings
 from cswhmcs.observability import logger
 
 
@@ -23,38 +33,57 @@ class AccountFailed(Exception):
     """Raised for one SQS record so that only it returns to the queue."""
 
 
-@lru_cache(maxsize=1)
-def _options(env_items: tuple[tuple[str, str], ...]) -> BillingOptions:
-    return BillingOptions.from_env(dict(env_items))
-
-
-def options_from_env(env: Mapping[str, str]) -> BillingOptions:
-    keys = ("BILLING_CS_SHARE", "BILLING_WHMCS_RATE", "WORKER_MAX_CONCURRENCY", "BILLING_PER_PAGE")
-    return _options(tuple((k, env[k]) for k in keys if k in env))
-
-
-@lru_cache(maxsize=1)
-def _worker_deps(options: BillingOptions) -> WorkerDeps:
-    from cswhmcs.adapters.computestacks import ComputeStacksClient
+def build_worker_deps(settings: Settings) -> WorkerDeps:
+    """The worker's clients and ledger for these settings (one execution environment's share of the budgets)."""
+    from cswhmcs import factory
     from cswhmcs.adapters.pacing import TokenBucket
-    from cswhmcs.adapters.whmcs import WhmcsClient
-    from cswhmcs.config import get_settings
+    from cswhmcs.billing.credentials import guarded_client
 
-    settings = get_settings()
+    options = BillingOptions.from_settings(settings)
     settings.require("CS_API_URL", "CS_API_KEY", "CS_API_SECRET", "WHMCS_API_URL", "WHMCS_API_IDENTIFIER",
                      "WHMCS_API_SECRET", "LEDGER_TABLE")
     cs_rate, cs_burst = options.cs_rate_per_worker()
     wh_rate, wh_burst = options.whmcs_rate_per_worker()
-    cs = ComputeStacksClient(settings.CS_API_URL, settings.CS_API_KEY.get_secret_value(),
-                             settings.CS_API_SECRET.get_secret_value(), timeout=settings.CS_TIMEOUT,
-                             connect_timeout=settings.CONNECT_TIMEOUT, pacer=TokenBucket(cs_rate, cs_burst))
-    whmcs = WhmcsClient(settings.WHMCS_API_URL, settings.WHMCS_API_IDENTIFIER.get_secret_value(),
-                        settings.WHMCS_API_SECRET.get_secret_value(),
-                        settings.WHMCS_API_ACCESS_KEY.get_secret_value() or None,
-                        timeout=settings.WHMCS_TIMEOUT, connect_timeout=settings.CONNECT_TIMEOUT,
-                        pacer=TokenBucket(wh_rate, wh_burst))
-    return WorkerDeps.from_settings(settings, cs=cs, whmcs=whmcs, ledger=Ledger.from_settings(settings),
-                                    options=options)
+    ledger = Ledger.from_settings(settings)
+    cs, gate = guarded_client(settings, ledger, pacer=TokenBucket(cs_rate, cs_burst))
+    whmcs = factory.whmcs_client(settings, pacer=TokenBucket(wh_rate, wh_burst))
+    return WorkerDeps.from_settings(settings, cs=cs, whmcs=whmcs, ledger=ledger, options=options, cs_gate=gate)
+
+
+class _WorkerDepsCache:
+    """The worker deps of this execution environment, kept while the settings are the same. The
+    ComputeStacks pair is left out of the comparison: the client follows the secret by itself."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: Settings | None = None
+        self._deps: WorkerDeps | None = None
+
+    def __call__(self, settings: Settings) -> WorkerDeps:
+        key = settings.model_copy(update={"CS_API_KEY": SecretStr(""), "CS_API_SECRET": SecretStr("")})
+        with self._lock:
+            if self._deps is None or key != self._key:
+                old, self._deps = self._deps, build_worker_deps(settings)
+                self._key = key
+                if old is not None:
+                    _close(old)
+            return self._deps
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            old, self._deps, self._key = self._deps, None, None
+        if old is not None:
+            _close(old)
+
+
+def _close(deps: WorkerDeps) -> None:
+    for client in (deps.cs, deps.whmcs):
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
+
+
+_worker_deps = _WorkerDepsCache()
 
 
 def handle_record(body: str, deps: WorkerDeps) -> dict[str, Any]:
@@ -64,6 +93,11 @@ def handle_record(body: str, deps: WorkerDeps) -> dict[str, Any]:
            "rows": result.rows_absorbed, "lines": [(o.ref, o.status, str(o.amount), o.currency) for o in result.lines]}
     if result.held:  # eligible, but this period's line exists: waits for the next period's line
         log["held"] = [(product, f"{amount:f}", currency) for product, amount, currency in result.held]
+    if result.error and is_credentials_stop(result.error):
+        # Acknowledged: a redelivery would only be skipped again, and nothing is lost (billing/credentials.py).
+        log["skipped"] = result.error
+        logger.warning("billing account skipped: ComputeStacks rejected the API credentials", extra=log)
+        return log
     if result.error:
         logger.warning("billing account not finished; it will be retried", extra={**log, "error": result.error})
         raise AccountFailed(result.error)
@@ -71,42 +105,48 @@ def handle_record(body: str, deps: WorkerDeps) -> dict[str, Any]:
     return log
 
 
-def worker_handler(event: dict[str, Any], context: Any, env: Mapping[str, str],
+def _within_time(body: str, deps: WorkerDeps, context: Any) -> dict[str, Any]:
+    """One record inside the function's remaining time: an account that cannot finish is released."""
+    with deadline.use(deadline.for_lambda(context, margin=WORKER_MARGIN_SECONDS)):
+        return handle_record(body, deps)
+
+
+def worker_handler(event: dict[str, Any], context: Any, env: Mapping[str, str] | None = None,
                    deps: WorkerDeps | None = None) -> dict[str, Any]:
-    """SQS batch -> ``{"batchItemFailures": [...]}``: only failed accounts return to the queue."""
+    """SQS batch -> ``{"batchItemFailures": [...]}``: only failed accounts return to the queue.
+    ``env`` is not read (kept for the entry points' signature): everything comes from the settings."""
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
-    worker_deps = deps or _worker_deps(options_from_env(env))
+    from cswhmcs.config import get_settings
+
+    worker_deps = deps or _worker_deps(get_settings())
     processor = BatchProcessor(event_type=EventType.SQS)
     answer = process_partial_response(
-        event=event, record_handler=lambda record: handle_record(record.body, worker_deps),
+        event=event, record_handler=lambda record: _within_time(record.body, worker_deps, context),
         processor=processor, context=context,
     )
     return dict(answer)
 
 
-def planner_handler(event: dict[str, Any], context: Any, env: Mapping[str, str], *, sqs: Any = None,
+def planner_handler(event: dict[str, Any], context: Any, env: Mapping[str, str] | None = None, *, sqs: Any = None,
                     whmcs: Any = None, ledger: Ledger | None = None, accounts: Any = None) -> dict[str, Any]:
+    """``env`` is not read (kept for the entry points' signature): everything comes from the settings."""
     import boto3
 
+    from cswhmcs import factory
     from cswhmcs.adapters.dynamo import AccountsRepo
-    from cswhmcs.adapters.whmcs import WhmcsClient
     from cswhmcs.config import get_settings
 
     settings = get_settings()
-    queue_url = env.get("WORK_QUEUE_URL") or settings.WORK_QUEUE_URL
-    if not queue_url:
-        from cswhmcs.errors import ConfigurationError
-
-        raise ConfigurationError("The backend is not configured: WORK_QUEUE_URL is not set.")
+    settings.require("WORK_QUEUE_URL")
     answer = lambda_trigger(
         event,
         ledger=ledger or Ledger.from_settings(settings),
         accounts=accounts or AccountsRepo.from_settings(settings),
-        whmcs=whmcs or WhmcsClient.from_settings(settings),
+        whmcs=whmcs or factory.whmcs_client(settings),
         sqs=sqs or boto3.client("sqs"),
-        queue_url=queue_url,
-        options=options_from_env(env),
+        queue_url=settings.WORK_QUEUE_URL,
+        options=BillingOptions.from_settings(settings),
     )
     if isinstance(event, Mapping) and event.get("mode") == "collect":
         sweep_open_credits(settings)

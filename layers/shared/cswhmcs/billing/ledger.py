@@ -11,6 +11,9 @@ Items (docs/billing.md, "Ledger"):
   same transaction that removes the open line from the state item.
 * ``pk=run#<kind>#<as-of>, sk=run``: one per run (duplicate triggers find it), with the values read
   once per run (WHMCS unit mode, currency rates). ``pk=runs, sk=last#bill``: the latest month-end run.
+* ``pk=run#<kind>#<as-of>, sk=cs-credentials``: the run's ComputeStacks credential verdicts
+  (``billing/credentials.py``): 401s counted, fingerprints of rejected and good pairs (never a
+  secret), the probe being made.
 
 Money is stored as decimal strings, never as floats.
 """
@@ -26,6 +29,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from cswhmcs.billing.credentials import RunCredentialState
 from cswhmcs.billing.grouping import ATTENTION, DONE, PLANNED, AccountState, Line, line_key, parse_ref
 from cswhmcs.billing.usage import iso, parse_time
 from cswhmcs.errors import Conflict, NotFound
@@ -352,3 +356,68 @@ class Ledger:
     def last_bill_run_start(self) -> datetime | None:
         item = self.table.get_item(Key={"pk": "runs", "sk": "last#bill"}, ConsistentRead=True).get("Item")
         return parse_time(item["started_at"]) if item and item.get("started_at") else None
+
+    # ------------------------------------------------------------------ a run's ComputeStacks credentials
+
+    @staticmethod
+    def _cs_key(run_id: str) -> dict[str, str]:
+        return {"pk": f"run#{run_id}", "sk": "cs-credentials"}
+
+    # Attribute names through placeholders: some of these words are reserved in DynamoDB expressions.
+    _CS_NAMES = {"#f": "failures", "#r": "rejected", "#g": "good", "#o": "probe_owner", "#u": "probe_until",
+                 "#p": "probe_fp"}
+
+    @staticmethod
+    def _stamp(dt: datetime) -> str:
+        """Fixed-width UTC time: compares as a string."""
+        return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def cs_credential_state(self, run_id: str) -> RunCredentialState:
+        item = self.table.get_item(Key=self._cs_key(run_id), ConsistentRead=True).get("Item") or {}
+        return RunCredentialState(failures=int(item.get("failures", 0)),
+                                  rejected=frozenset(str(f) for f in item.get("rejected", ())),
+                                  good=frozenset(str(f) for f in item.get("good", ())))
+
+    def claim_cs_probe(self, run_id: str, fp: str, owner: str, *, lease: timedelta, max_failures: int) -> bool:
+        """Become the one worker that checks pair ``fp`` in this run (nobody else probing, the pair not
+        judged yet, the run not stopped)."""
+        now = self.clock()
+        try:
+            self.table.update_item(
+                Key=self._cs_key(run_id),
+                UpdateExpression="SET #o = :o, #u = :u, #p = :fp",
+                ConditionExpression=("(attribute_not_exists(#u) OR #u < :now) "
+                                     "AND (attribute_not_exists(#f) OR #f < :max) "
+                                     "AND (attribute_not_exists(#r) OR NOT contains(#r, :fp)) "
+                                     "AND (attribute_not_exists(#g) OR NOT contains(#g, :fp))"),
+                ExpressionAttributeNames=self._CS_NAMES,
+                ExpressionAttributeValues={":o": owner, ":u": self._stamp(now + lease), ":now": self._stamp(now),
+                                           ":fp": fp, ":max": max_failures},
+            )
+            return True
+        except ClientError as exc:
+            if _cancelled_by_condition(exc):
+                return False
+            raise
+
+    def release_cs_probe(self, run_id: str, owner: str) -> None:
+        try:
+            self.table.update_item(Key=self._cs_key(run_id), UpdateExpression="REMOVE #o, #u, #p",
+                                   ConditionExpression="#o = :o",
+                                   ExpressionAttributeNames={k: self._CS_NAMES[k] for k in ("#o", "#u", "#p")},
+                                   ExpressionAttributeValues={":o": owner})
+        except ClientError as exc:
+            if not _cancelled_by_condition(exc):
+                raise
+
+    def mark_cs_good(self, run_id: str, fp: str) -> None:
+        self.table.update_item(Key=self._cs_key(run_id), UpdateExpression="ADD #g :fp",
+                               ExpressionAttributeNames={"#g": "good"}, ExpressionAttributeValues={":fp": {fp}})
+
+    def record_cs_rejection(self, run_id: str, fp: str) -> int:
+        """Count one 401 of the run (atomically); the run's failures so far."""
+        answer = self.table.update_item(Key=self._cs_key(run_id), UpdateExpression="ADD #f :one, #r :fp",
+                                        ExpressionAttributeNames={"#f": "failures", "#r": "rejected"},
+                                        ExpressionAttributeValues={":one": 1, ":fp": {fp}},
+                                        ReturnValues="UPDATED_NEW")
+        return int(answer.get("Attributes", {}).get("failures", 1))

@@ -1,15 +1,21 @@
-"""Billing tunables that are not part of the public configuration (API.md section 4).
+"""Billing tunables (docs/billing.md sections 6-7).
 
-The defaults are what docs/billing.md's arithmetic assumes. The Lambda entry points may override
-some from the environment (``BILLING_*``, ``WORKER_MAX_CONCURRENCY``); logic only sees this object.
+The defaults are what docs/billing.md's arithmetic assumes. Those an operator may change are
+``Settings`` fields (``BILLING_*``, ``WORKER_MAX_CONCURRENCY``, ``CS_RATE_LIMIT``), validated with the
+rest of the configuration; ``from_settings`` is the one place they become options. Logic only sees
+this object.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cswhmcs.config import Settings
 
 
 @dataclass(frozen=True)
@@ -50,20 +56,18 @@ class BillingOptions:
         return rate, max(1, min(self.whmcs_burst, math.ceil(rate)))
 
     @classmethod
+    def from_settings(cls, settings: Settings) -> BillingOptions:
+        return cls(cs_limit=settings.CS_RATE_LIMIT, cs_share=settings.BILLING_CS_SHARE,
+                   whmcs_rate=settings.BILLING_WHMCS_RATE, concurrency=settings.WORKER_MAX_CONCURRENCY,
+                   per_page=settings.BILLING_PER_PAGE)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str]) -> BillingOptions:
-        opts = cls()
-        numbers = {
-            "BILLING_CS_SHARE": ("cs_share", float),
-            "BILLING_WHMCS_RATE": ("whmcs_rate", float),
-            "WORKER_MAX_CONCURRENCY": ("concurrency", int),
-            "BILLING_PER_PAGE": ("per_page", int),
-        }
-        changes: dict[str, object] = {}
-        for key, (attr, kind) in numbers.items():
-            raw = env.get(key, "").strip()
-            if raw:
-                try:
-                    changes[attr] = kind(raw)
-                except ValueError:
-                    continue
-        return replace(opts, **changes) if changes else opts  # type: ignore[arg-type]
+        """Options from these variables alone (no secret is read). A bad value raises
+        ``ConfigurationError`` naming the variable."""
+        from cswhmcs.config import validate_settings
+
+        keys = ("CS_RATE_LIMIT", "BILLING_CS_SHARE", "BILLING_WHMCS_RATE", "WORKER_MAX_CONCURRENCY",
+                "BILLING_PER_PAGE")
+        settings = validate_settings({k: env[k] for k in keys if k in env})
+        return cls.from_settings(settings)

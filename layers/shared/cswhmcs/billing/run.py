@@ -247,30 +247,23 @@ class Runtime:
 def build_runtime(settings: Any, *, options: BillingOptions | None = None, cs: Any = None, whmcs: Any = None,
                   resource: Any = None, **deps_kw: Any) -> Runtime:
     """In-process wiring. One process shares one ComputeStacks bucket (the whole budget) and one WHMCS
-    bucket between its threads; ``concurrency`` threads work on accounts at once."""
+    bucket between its threads; ``concurrency`` threads work on accounts at once. The clients come from
+    ``cswhmcs.factory``; the ComputeStacks one behind a credential gate kept in memory (one process
+    is the run's only worker: at most 2 failed logins per run, see billing/credentials.py)."""
+    from cswhmcs import factory
     from cswhmcs.adapters.dynamo import AccountsRepo, dynamodb_resource
     from cswhmcs.adapters.pacing import TokenBucket
+    from cswhmcs.billing.credentials import MemoryCredentialStore, guarded_client
 
-    options = options or BillingOptions()
+    options = options or BillingOptions.from_settings(settings)
     if cs is None:
-        from cswhmcs.adapters.computestacks import ComputeStacksClient
-
-        settings.require("CS_API_URL", "CS_API_KEY", "CS_API_SECRET")
         budget = options.cs_limit * options.cs_share
         burst = max(1, min(options.cs_burst, int(budget // 10)))
-        cs = ComputeStacksClient(settings.CS_API_URL, settings.CS_API_KEY.get_secret_value(),
-                                 settings.CS_API_SECRET.get_secret_value(), timeout=settings.CS_TIMEOUT,
-                                 connect_timeout=settings.CONNECT_TIMEOUT,
-                                 pacer=TokenBucket((budget - burst) / options.cs_window, burst))
+        cs, gate = guarded_client(settings, MemoryCredentialStore(),
+                                  pacer=TokenBucket((budget - burst) / options.cs_window, burst))
+        deps_kw.setdefault("cs_gate", gate)
     if whmcs is None:
-        from cswhmcs.adapters.whmcs import WhmcsClient
-
-        settings.require("WHMCS_API_URL", "WHMCS_API_IDENTIFIER", "WHMCS_API_SECRET")
-        whmcs = WhmcsClient(settings.WHMCS_API_URL, settings.WHMCS_API_IDENTIFIER.get_secret_value(),
-                            settings.WHMCS_API_SECRET.get_secret_value(),
-                            settings.WHMCS_API_ACCESS_KEY.get_secret_value() or None,
-                            timeout=settings.WHMCS_TIMEOUT, connect_timeout=settings.CONNECT_TIMEOUT,
-                            pacer=TokenBucket(options.whmcs_rate, options.whmcs_burst))
+        whmcs = factory.whmcs_client(settings, pacer=TokenBucket(options.whmcs_rate, options.whmcs_burst))
     resource = resource or dynamodb_resource(settings)
     ledger = Ledger.from_settings(settings, resource, **({"clock": deps_kw["clock"]} if "clock" in deps_kw else {}))
     accounts = AccountsRepo.from_settings(settings, resource)
