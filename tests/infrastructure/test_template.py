@@ -154,10 +154,35 @@ def test_cfn_lint_passes() -> None:
     assert [str(m) for m in matches] == []
 
 
+def alarms(tpl: Template) -> dict[str, Any]:
+    return {name: res["Properties"] for name, res in tpl.resources.items() if res["Type"] == "AWS::CloudWatch::Alarm"}
+
+
 def test_every_dead_letter_queue_has_an_alarm(tpl: Template) -> None:
     queues = {name for name, res in tpl.resources.items()
               if res["Type"] == "AWS::SQS::Queue" and name.endswith("DLQ")}
-    alarmed = {res["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
-               for res in tpl.resources.values() if res["Type"] == "AWS::CloudWatch::Alarm"}
+    alarmed = {props["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+               for props in alarms(tpl).values() if props["Namespace"] == "AWS/SQS"}
     assert queues == {"BillingWorkDLQ", "BillingScheduleDLQ"}
     assert alarmed == queues
+
+
+def test_every_alarm_reaches_the_operator(tpl: Template) -> None:
+    assert alarms(tpl)
+    for name, props in alarms(tpl).items():
+        assert props["AlarmActions"] == [{"Ref": "OperatorAlarmTopic"}], name
+
+
+def test_a_deposit_credit_open_for_7_days_is_alarmed(tpl: Template) -> None:
+    # The metric the daily sweep emits (cswhmcs.credit), with the dimension Powertools gives it
+    from cswhmcs.credit import METRIC_NAMESPACE, STALE_METRIC
+
+    matching = [p for p in alarms(tpl).values()
+                if (p["Namespace"], p["MetricName"]) == (METRIC_NAMESPACE, STALE_METRIC)]
+    assert len(matching) == 1
+    alarm = matching[0]
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": tpl.global_env()["POWERTOOLS_SERVICE_NAME"]}]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    # The sweep runs in the planner with the daily collection
+    events = tpl.resources["BillingPlannerFunction"]["Properties"]["Events"]
+    assert json.loads(events["DailyCollect"]["Properties"]["Input"]["Fn::Sub"])["mode"] == "collect"

@@ -189,9 +189,14 @@ def test_an_order_that_turned_unpaid_is_settled_with_nothing(live_stack: LiveSta
     assert sweep(live_stack) == [] and live_stack.whmcs.credits == []
 
 
-def test_the_daily_collection_trigger_sweeps_open_credits(live_stack: LiveStack) -> None:
+def test_the_daily_collection_trigger_sweeps_open_credits(live_stack: LiveStack,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     # Given an order whose only OrderPaid delivery failed
+    from cswhmcs.api import reset_deps
     from cswhmcs.billing.handlers import planner_handler
+
+    monkeypatch.setenv("WORK_QUEUE_URL", "https://sqs.example/work")  # the planner's settings (template.yaml)
+    reset_deps()
 
     o = seed_order(live_stack, amounts=("11.00",))
     live_stack.whmcs.fail_next(1, status=503, actions=["AddCredit"])
@@ -231,3 +236,155 @@ def test_a_credited_order_named_with_another_invoice_or_client_is_a_conflict(liv
                                                    "userId": other["client"]["id"]})
     assert resp.status_code == 409 and resp.json()["code"] == "order_credit_mismatch"
     assert credits_for(live_stack, other["client"]["id"]) == []
+
+
+# --- issue 8: definite refusals open nothing; settled orders are checked again; stale orders are reported --
+
+def ledger_record(stack: LiveStack, order_id: int) -> dict[str, Any] | None:
+    items = [i for i in stack.tables.scan("ledger") if i["pk"] == f"order#{order_id}"]
+    return items[0] if items else None
+
+
+def age_open_record(stack: LiveStack, order_id: int, days: float) -> None:
+    """The order was kept open `days` ago (as if that long had passed since its failed delivery)."""
+    import time
+
+    stack.tables.resource().Table(stack.tables.ledger).update_item(
+        Key={"pk": f"order#{order_id}", "sk": "credit"}, UpdateExpression="SET opened_at = :t",
+        ExpressionAttributeValues={":t": int(time.time() - days * 86400)})
+
+
+def test_an_invoice_whmcs_does_not_know_is_422_and_opens_nothing(live_stack: LiveStack) -> None:
+    # Given a real client, and an invoice id WHMCS has never issued
+    o = seed_order(live_stack, amounts=("25.00",))
+    body = {**o["body"], "invoiceId": o["invoiceId"] + 5000}
+    # When the signed hook names it
+    resp = live_stack.call("/v1/hooks/order-paid", body)
+    # Then it is the caller's error, naming the field, and nothing is kept for the daily sweep
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["code"] == "invalid_field"
+    assert resp.json()["message"] == f"The field 'invoiceId' is invalid: WHMCS has no invoice #{body['invoiceId']}."
+    assert live_stack.tables.scan("ledger") == []
+    assert sweep(live_stack) == [] and live_stack.whmcs.credits == []
+
+
+@pytest.mark.parametrize(("action", "whmcs_says"), [("GetClientsDetails", "Client Not Found"),
+                                                    ("AddCredit", "Client ID Not Found")])
+def test_a_client_whmcs_does_not_know_is_422_and_opens_nothing(live_stack: LiveStack, action: str,
+                                                               whmcs_says: str) -> None:
+    # Given WHMCS answering that the order's client does not exist (deleted after the invoice was paid)
+    o = seed_order(live_stack, amounts=("25.00",))
+    live_stack.whmcs.error_next(1, whmcs_says, actions=[action])
+    # When the hook is delivered
+    resp = live_stack.call("/v1/hooks/order-paid", o["body"])
+    # Then 422 naming userId; no open record, nothing for the sweep to deliver again
+    assert resp.status_code == 422, resp.text
+    assert "'userId'" in resp.json()["message"]
+    record = ledger_record(live_stack, o["orderId"])
+    assert record is None or (record["status"] == "refused" and "gsi1pk" not in record)
+    assert sweep(live_stack) == [] and live_stack.whmcs.credits == []
+
+
+def test_other_whmcs_errors_still_keep_the_order_open(live_stack: LiveStack) -> None:
+    o = seed_order(live_stack, amounts=("25.00",))
+    live_stack.whmcs.error_next(1, "Database connection lost", actions=["GetInvoice"])
+    assert live_stack.call("/v1/hooks/order-paid", o["body"]).status_code == 502
+    assert [r.get("credited") for r in sweep(live_stack)] == ["25.00"]
+    assert len(credits_for(live_stack, o["client"]["id"])) == 1
+
+
+def test_an_open_order_whose_invoice_is_gone_is_settled_not_retried_forever(live_stack: LiveStack) -> None:
+    # Given an order kept open by a failing WHMCS
+    o = seed_order(live_stack, amounts=("14.00",))
+    live_stack.whmcs.fail_next(1, status=503, actions=["AddCredit"])
+    assert live_stack.call("/v1/hooks/order-paid", o["body"]).status_code == 502
+    # When the sweep finds that WHMCS no longer has the invoice
+    live_stack.whmcs.error_next(1, "Invoice ID Not Found", actions=["GetInvoice"])
+    first = sweep(live_stack)
+    # Then the order is settled as refused: the next sweep has nothing to deliver
+    assert [(r["orderId"], r.get("error")) for r in first] == [
+        (o["orderId"], f"The field 'invoiceId' is invalid: WHMCS has no invoice #{o['invoiceId']}.")]
+    assert sweep(live_stack) == []
+    record = ledger_record(live_stack, o["orderId"])
+    assert record is not None and record["status"] == "refused"
+    # And a later delivery (the invoice is back) is checked again and credited once
+    assert live_stack.call("/v1/hooks/order-paid", o["body"]).json()["credited"] == "14.00"
+    assert len(credits_for(live_stack, o["client"]["id"])) == 1
+
+
+def test_an_order_settled_with_nothing_is_checked_again_when_delivered_again(live_stack: LiveStack) -> None:
+    # Given an order settled as "nothing to credit" (its invoice was unpaid when the sweep checked it)
+    o = seed_order(live_stack, amounts=("9.00",))
+    live_stack.whmcs.fail_next(1, status=503, actions=["AddCredit"])
+    assert live_stack.call("/v1/hooks/order-paid", o["body"]).status_code == 502
+    live_stack.whmcs.set_invoice_status(o["invoiceId"], "Unpaid")
+    assert [r.get("credited") for r in sweep(live_stack)] == ["0.00"]
+    # When the invoice is paid and the order is delivered again (twice)
+    live_stack.whmcs.set_invoice_status(o["invoiceId"], "Paid")
+    first = live_stack.call("/v1/hooks/order-paid", o["body"])
+    second = live_stack.call("/v1/hooks/order-paid", o["body"])
+    # Then it is credited, once, not refused as "being applied by another delivery"
+    assert first.status_code == 200, first.text
+    assert first.json() == second.json() == {"result": "success", "credited": "9.00", "currency": "USD"}
+    assert len(credits_for(live_stack, o["client"]["id"])) == 1
+
+
+def test_concurrent_deliveries_of_an_order_settled_with_nothing_credit_once(live_stack: LiveStack) -> None:
+    o = seed_order(live_stack, amounts=("6.00",))
+    live_stack.whmcs.fail_next(1, status=503, actions=["AddCredit"])
+    live_stack.call("/v1/hooks/order-paid", o["body"])
+    live_stack.whmcs.set_invoice_status(o["invoiceId"], "Unpaid")
+    sweep(live_stack)
+    live_stack.whmcs.set_invoice_status(o["invoiceId"], "Paid")
+    live_stack.whmcs.latency = 0.1
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(live_stack.call("/v1/hooks/order-paid", o["body"])))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    live_stack.whmcs.latency = 0
+    assert len(credits_for(live_stack, o["client"]["id"])) == 1
+    assert all(r.status_code == 200 and r.json()["credited"] == "6.00" for r in results), [r.text for r in results]
+
+
+def test_an_order_open_for_more_than_7_days_is_reported_alarmed_and_no_longer_retried(
+        live_stack: LiveStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    from cswhmcs.cli import main
+
+    # Given two orders kept open by a failing WHMCS, one of them 8 days ago
+    old, new = seed_order(live_stack, amounts=("21.00",)), seed_order(live_stack, currency="EUR", amounts=("4.00",))
+    for o in (old, new):
+        live_stack.whmcs.fail_next(1, status=503, actions=["AddCredit"])
+        assert live_stack.call("/v1/hooks/order-paid", o["body"]).status_code == 502
+    age_open_record(live_stack, old["orderId"], days=8)
+    # When the daily sweep runs (with CloudWatch metrics on, as in AWS)
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    capsys.readouterr()
+    outcomes = sweep(live_stack)
+    # Then the old order is not delivered again: one error line, and OrderCreditsStale = 1
+    assert {o["orderId"]: ("stale" in o, o.get("credited")) for o in outcomes} == {
+        old["orderId"]: (True, None), new["orderId"]: (False, "4.00")}
+    assert credits_for(live_stack, old["client"]["id"]) == []
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "more than 7 days" in r.getMessage()]
+    assert len(errors) == 1 and getattr(errors[0], "order_ids", None) == [old["orderId"]]
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [(m["_aws"]["CloudWatchMetrics"][0]["Namespace"], m["OrderCreditsStale"], m["service"]) for m in emf] \
+        == [("ComputeStacksWHMCS", [1.0], "cswhmcs")]
+    # And `cswhmcs credits open` marks it
+    assert main(["credits", "open"]) == 3
+    listed = capsys.readouterr()
+    assert listed.out.count("\n") == 1 and f"order #{old['orderId']} " in listed.out and "STALE" in listed.out
+    assert "cswhmcs credits retry --include-stale" in listed.err
+    # And the operator's retry delivers it (once), after which nothing is open and the metric is 0
+    assert main(["credits", "retry"]) == 3 and "not retried" in capsys.readouterr().out
+    assert main(["credits", "retry", "--include-stale"]) == 0
+    assert len(credits_for(live_stack, old["client"]["id"])) == 1
+    capsys.readouterr()
+    assert sweep(live_stack) == []
+    assert [json.loads(line)["OrderCreditsStale"] for line in capsys.readouterr().out.splitlines()
+            if '"_aws"' in line] == [[0.0]]

@@ -110,20 +110,41 @@ def _cmd_sign_event(args: argparse.Namespace) -> int:
 
 def _cmd_credits(args: argparse.Namespace) -> int:
     """Deposit credits whose OrderPaid delivery failed: list them, or deliver them again now."""
+    import time
+
     from cswhmcs.api import Deps
     from cswhmcs.config import get_settings
-    from cswhmcs.credit import retry_open_credits
+    from cswhmcs.credit import STALE_AFTER_S, is_stale, retry_open_credits
 
     deps = Deps(get_settings())
+    days = STALE_AFTER_S // 86400
     if args.action == "open":
         rows = list(deps.order_credits.open_orders())
-        for order_id, body, status in rows:
-            print(f"order #{order_id}  invoice #{body.get('invoiceId')}  client #{body.get('userId')}  {status}")
+        now = time.time()
+        stale = 0
+        for o in rows:
+            age = max(0, int((now - o.opened_at) // 86400))
+            line = (f"order #{o.order_id}  invoice #{o.body.get('invoiceId')}  client #{o.body.get('userId')}  "
+                    f"{o.status}  open {age} day(s)")
+            if is_stale(o, now):
+                stale += 1
+                line += f"  STALE: open more than {days} days, no longer retried"
+            if o.last_error:
+                line += f"  (last error: {o.last_error})"
+            print(line)
         print(f"{len(rows)} order credit(s) not settled", file=sys.stderr)
+        if stale:
+            print(f"{stale} of them open more than {days} days: the daily sweep no longer retries them; check "
+                  "them in WHMCS, then run `cswhmcs credits retry --include-stale`", file=sys.stderr)
         return 0 if not rows else 3
-    outcomes = retry_open_credits(deps)
+    outcomes = retry_open_credits(deps, include_stale=args.include_stale, emit_metric=False)
     for o in outcomes:
-        result = f"credited {o['credited']} {o['currency']}" if "credited" in o else f"failed: {o['error']}"
+        if "credited" in o:
+            result = f"credited {o['credited']} {o['currency']}"
+        elif o.get("stale"):
+            result = f"not retried: {o['error']} (--include-stale retries it)"
+        else:
+            result = f"failed: {o['error']}"
         print(f"order #{o['orderId']} ({o['was']}): {result}")
     print(f"{len(outcomes)} order credit(s) retried", file=sys.stderr)
     return 3 if any("error" in o for o in outcomes) else 0
@@ -181,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     credits = sub.add_parser("credits", help="deposit credits whose OrderPaid delivery failed (the daily "
                              "collection retries them too)")
     credits.add_argument("action", choices=["open", "retry"], help="open: list them; retry: deliver them again now")
+    credits.add_argument("--include-stale", action="store_true",
+                         help="retry: also orders open for more than 7 days (which the daily sweep no longer retries)")
     credits.set_defaults(func=_cmd_credits)
 
     from cswhmcs.billing.cli import add_billing_commands

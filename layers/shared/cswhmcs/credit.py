@@ -4,23 +4,41 @@ Steps: verify the invoice with WHMCS (Paid, this client's, Hosting lines of thes
 amounts) -> claim the order with a conditional DynamoDB write -> AddCredit once -> mark it done.
 AddCredit has no de-duplication, so after any doubt (a timeout, a crash after the claim) WHMCS
 GetCredits is consulted before a credit is ever sent again.
+
+Which failures keep an order open for the daily sweep: only WHMCS being unreachable, failing or slow.
+WHMCS's definite answers about the request's own data (no such invoice, no such client) are the
+caller's error (422 naming the field) and open nothing. An order still open after ``STALE_AFTER_S``
+is no longer retried: the sweep logs it as an error and emits the ``OrderCreditsStale`` metric, which
+the ``OrderCreditsStaleAlarm`` of template.yaml sends to the operator.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from cswhmcs.adapters.dynamo import OrderCredit
+from cswhmcs.adapters.dynamo import OpenOrder, OrderCredit
+from cswhmcs.adapters.whmcs import WhmcsApiError
 from cswhmcs.api import Deps, Request
 from cswhmcs.errors import Conflict, DomainError, InvalidInput, UpstreamError, UpstreamTimeout
 from cswhmcs.models import OrderPaidParams, parse
 from cswhmcs.money import cents, fmt2, to_decimal
-from cswhmcs.observability import logger
+from cswhmcs.observability import SERVICE, logger
 
 MODULE = "computestacks"
 WAIT_FOR_OTHER_DELIVERY_S = 8.0
+STALE_AFTER_S = 7 * 24 * 3600  # an order open this long is reported and alarmed, no longer retried
+METRIC_NAMESPACE = "ComputeStacksWHMCS"
+STALE_METRIC = "OrderCreditsStale"
+# WHMCS's own answers that the request names something it does not have (reference/whmcs-contract.md:
+# GetInvoice, GetClientsDetails, GetCredits/AddCredit): the caller's error, never worth a retry.
+_UNKNOWN_TO_WHMCS = {
+    "invoice id not found": "invoiceId",
+    "client not found": "userId",
+    "client id not found": "userId",
+}
 
 
 def description(order_id: int) -> str:
@@ -96,16 +114,57 @@ def order_paid(req: Request) -> dict[str, Any]:
         return _answer(record.amount, record.currency)
     try:
         return _credit(req, params, record)
+    except (InvalidInput, WhmcsApiError) as exc:
+        refusal = _caller_error(exc, params)
+        if refusal is None:  # WHMCS failed at something else: worth another delivery
+            records.remember_open(params.orderId, params.model_dump(), exc.message)
+            raise
+        if _nothing_outstanding(record):
+            # Nothing was or will be credited for this request: settle a record an earlier delivery left
+            # open (when there is none, nothing is written at all).
+            records.settle(params.orderId, "refused", note=refusal.message[:500])
+        else:  # a claimed or ambiguous credit may be outstanding: keep it for the sweep and the operator
+            records.remember_open(params.orderId, params.model_dump(), refusal.message)
+        raise refusal from None
     except (UpstreamError, UpstreamTimeout) as exc:
         # WHMCS will not fire OrderPaid again: keep the order for the daily sweep (retry_open_credits).
         records.remember_open(params.orderId, params.model_dump(), exc.message)
         raise
 
 
+def _nothing_outstanding(record: OrderCredit | None) -> bool:
+    """True when no AddCredit can be outstanding for this record: none was ever sent, or the last one was
+    refused outright (the claim was released). A crashed claim or an ambiguous credit may have arrived."""
+    if record is None or record.status in ("open", "nothing", "refused"):
+        return True
+    return record.status == "pending" and record.lease_until == 0
+
+
+def _caller_error(exc: DomainError, params: OrderPaidParams) -> InvalidInput | None:
+    """The 422 for a request WHMCS definitely cannot serve (it names something WHMCS does not have)."""
+    if isinstance(exc, InvalidInput):
+        return exc
+    if not isinstance(exc, WhmcsApiError):
+        return None
+    field = _UNKNOWN_TO_WHMCS.get(exc.whmcs_message.strip().rstrip(".").lower())
+    if field == "invoiceId":
+        return InvalidInput(f"The field 'invoiceId' is invalid: WHMCS has no invoice #{params.invoiceId}.",
+                            field=field)
+    if field == "userId":
+        return InvalidInput(f"The field 'userId' is invalid: WHMCS has no client #{params.userId}.", field=field)
+    return None
+
+
 def _settle_nothing(req: Request, params: OrderPaidParams, record: OrderCredit | None,
                     currency: str) -> dict[str, Any]:
-    if record is not None:  # an earlier failed delivery left it open: nothing to credit after all
-        req.deps.order_credits.mark(params.orderId, "nothing")
+    if record is not None:  # an earlier delivery left it open: nothing to credit now
+        if record.status in ("pending", "ambiguous") and \
+                _already_credited(req, params.userId, params.orderId, record.amount):
+            # ...but a credit it may have sent did arrive: that is the order's credit.
+            req.deps.order_credits.mark(params.orderId, "done", note="found in GetCredits after an interrupted "
+                                        "delivery")
+            return _answer(record.amount, record.currency)
+        req.deps.order_credits.settle(params.orderId, "nothing")
     return _answer(Decimal("0.00"), currency)
 
 
@@ -126,7 +185,8 @@ def _credit(req: Request, params: OrderPaidParams, record: OrderCredit | None) -
 
     intent = OrderCredit(order_id=params.orderId, status="pending", amount=amount, currency=currency,
                          client_id=params.userId, invoice_id=params.invoiceId)
-    taken_over = record is not None  # a stale open/pending/ambiguous record left by an earlier delivery
+    taken_over = record is not None  # a record left by an earlier delivery (open, pending, ambiguous, settled
+    # with nothing or refused): WHMCS is asked before anything is sent
     if not records.claim(intent, params.model_dump()):
         return _wait_for_other_delivery(req, params.orderId)
 
@@ -168,18 +228,55 @@ def _wait_for_other_delivery(req: Request, order_id: int) -> dict[str, Any]:
                    code="order_credit_in_progress")
 
 
-def retry_open_credits(deps: Deps) -> list[dict[str, Any]]:
+def is_stale(order: OpenOrder, now: float | None = None) -> bool:
+    return (time.time() if now is None else now) - order.opened_at > STALE_AFTER_S
+
+
+def _since(order: OpenOrder) -> str:
+    return datetime.fromtimestamp(order.opened_at, UTC).strftime("%Y-%m-%d")
+
+
+def retry_open_credits(deps: Deps, *, include_stale: bool = False, emit_metric: bool = True) -> list[dict[str, Any]]:
     """Deliver again every order whose credit is not settled (run daily by the billing planner, and by
-    `cswhmcs credits retry`). Safe to run any time: each delivery checks WHMCS before crediting."""
+    `cswhmcs credits retry`). Safe to run any time: each delivery checks WHMCS before crediting.
+
+    An order open for more than 7 days is not delivered again (unless ``include_stale``, the operator's
+    choice): it is listed with ``stale`` in the outcomes, logged in one error line per sweep, and counted
+    in the ``OrderCreditsStale`` metric (emitted on every sweep, 0 included) that the operator is alarmed on.
+    """
     outcomes: list[dict[str, Any]] = []
-    for order_id, body, status in deps.order_credits.open_orders():
-        req = Request(route="/v1/hooks/order-paid", payload=body, settings=deps.settings, deps=deps)
+    stale: list[OpenOrder] = []
+    now = time.time()
+    for order in deps.order_credits.open_orders():
+        if not include_stale and is_stale(order, now):
+            stale.append(order)
+            outcomes.append({"orderId": order.order_id, "was": order.status, "stale": True,
+                             "open_since": _since(order),
+                             "error": f"open since {_since(order)}, more than {STALE_AFTER_S // 86400} days: "
+                                      f"no longer retried (last error: {order.last_error or 'none'})"})
+            continue
+        req = Request(route="/v1/hooks/order-paid", payload=order.body, settings=deps.settings, deps=deps)
         try:
             answer = order_paid(req)
-            outcomes.append({"orderId": order_id, "was": status, "credited": answer["credited"],
+            outcomes.append({"orderId": order.order_id, "was": order.status, "credited": answer["credited"],
                              "currency": answer["currency"]})
         except DomainError as exc:
-            outcomes.append({"orderId": order_id, "was": status, "error": exc.message})
-    if outcomes:
-        logger.info("open order credits retried", extra={"outcomes": outcomes})
+            outcomes.append({"orderId": order.order_id, "was": order.status, "error": exc.message})
+    if stale:
+        logger.error("order credits open for more than 7 days are no longer retried: check them in WHMCS, then "
+                     "`cswhmcs credits retry --include-stale`",
+                     extra={"count": len(stale), "order_ids": [o.order_id for o in stale[:100]]})
+    if emit_metric:
+        _emit_stale_metric(len(stale))
+    if len(outcomes) > len(stale):
+        logger.info("open order credits retried", extra={"outcomes": [o for o in outcomes if not o.get("stale")]})
     return outcomes
+
+
+def _emit_stale_metric(count: int) -> None:
+    """CloudWatch EMF on stdout (Powertools; off where POWERTOOLS_METRICS_DISABLED is set, as in the tests)."""
+    from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+
+    metrics = EphemeralMetrics(namespace=METRIC_NAMESPACE, service=SERVICE)
+    metrics.add_metric(name=STALE_METRIC, unit=MetricUnit.Count, value=count)
+    metrics.flush_metrics()

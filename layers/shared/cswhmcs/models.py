@@ -1,23 +1,32 @@
 """The WHMCS module ``$params`` (as JSON) and the order-paid hook body, as pydantic models.
 
 Validation errors become ``InvalidInput`` naming the field (API.md section 2, status 422).
+
+Every number a model accepts is bounded: WHMCS ids are MySQL ``INT(10)`` (at most 2,147,483,647), so a
+hostile ``1e400``, a 40-digit id, ``NaN`` or ``Infinity`` is a 422 here and never reaches DynamoDB's
+serializer or an upstream (cswhmcs.jsonbody keeps such literals exact so these bounds can see them).
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cswhmcs.errors import InvalidInput
 
+MAX_ID = 2**31 - 1  # WHMCS ids (tblhosting.id, tblclients.id, tblorders.id, ...) are signed INT(10)
+Id = Annotated[int, Field(gt=0, le=MAX_ID)]
+# Optional ids: WHMCS sends 0 (or "") for "none".
+OptionalId = Annotated[int, Field(ge=0, le=MAX_ID)]
+
 
 class ClientDetails(BaseModel):
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
 
-    client_id: int | None = None
-    userid: int | None = None
-    id: int | None = None
+    client_id: OptionalId | None = None
+    userid: OptionalId | None = None
+    id: OptionalId | None = None
     firstname: str = ""
     lastname: str = ""
     companyname: str = ""
@@ -34,7 +43,7 @@ class ClientDetails(BaseModel):
     phonenumberformatted: str = ""
     telephoneNumber: str = ""  # noqa: N815 - WHMCS's own key
     tax_id: str = ""
-    currency: int | None = None
+    currency: OptionalId | None = None
     currency_code: str = ""
 
     @field_validator("client_id", "userid", "id", "currency", mode="before")
@@ -51,9 +60,9 @@ class ServiceParams(BaseModel):
 
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
 
-    serviceid: int = Field(gt=0)
-    userid: int | None = None
-    pid: int | None = None
+    serviceid: Id
+    userid: OptionalId | None = None
+    pid: OptionalId | None = None
     username: str = ""
     domain: str = ""
     status: str = ""
@@ -84,16 +93,16 @@ class PasswordParams(ServiceParams):
 
 class OrderLine(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    serviceid: int = Field(gt=0)
+    serviceid: Id
     apply_credit: bool = True
 
 
 class OrderPaidParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    orderId: int = Field(gt=0)  # noqa: N815 - the WHMCS hook's own names
-    invoiceId: int = Field(gt=0)  # noqa: N815
-    userId: int = Field(gt=0)  # noqa: N815
-    lines: list[OrderLine] | None = None
+    orderId: Id  # noqa: N815 - the WHMCS hook's own names
+    invoiceId: Id  # noqa: N815
+    userId: Id  # noqa: N815
+    lines: list[OrderLine] | None = Field(default=None, max_length=1000)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -164,18 +164,35 @@ class OrderCredit:
     currency: str
     client_id: int
     invoice_id: int
+    lease_until: int = 0  # a "pending" claim's lease; 0: released after a definite failure (nothing credited)
+
+
+@dataclass(frozen=True)
+class OpenOrder:
+    """An order whose credit is not settled: what the sweep delivers again."""
+
+    order_id: int
+    body: dict[str, Any]  # the hook's body, as validated
+    status: str  # "open", "pending" or "ambiguous"
+    opened_at: int  # Unix time it was first kept open (since it was last settled)
+    last_error: str
 
 
 class OrderCreditRecords:
     """Exactly-once record per order in the LedgerTable (money: never expires).
 
-    Until an order's credit is settled ("done", or "nothing" when nothing turned out creditable) its item
-    carries the hook's body and sits in the sparse index ``gsi1`` under ``credit-open``: the daily sweep
+    Until an order's credit is settled its item carries the hook's body, the time it was first kept open
+    (``opened_at``) and sits in the sparse index ``gsi1`` under ``credit-open``: the daily sweep
     (``cswhmcs.credit.retry_open_credits``) delivers it again, so a deposit is never lost to a failure
-    the WHMCS hook will not repeat.
+    the WHMCS hook will not repeat. Settled: ``done`` (credited), ``nothing`` (nothing creditable when
+    last checked) and ``refused`` (WHMCS said the request's invoice or client does not exist). Only
+    ``done`` is final: a later delivery checks ``nothing`` and ``refused`` orders again.
     """
 
     OPEN = "credit-open"
+    SETTLED = ("done", "nothing", "refused")
+    # A claim may take these over: nothing was sent (open, nothing, refused) or WHMCS is asked first.
+    CLAIMABLE = ("ambiguous", "open", "nothing", "refused")
 
     def __init__(self, table: Any) -> None:
         self.table = table
@@ -194,30 +211,27 @@ class OrderCreditRecords:
             return None
         return OrderCredit(order_id=order_id, status=str(item["status"]),
                            amount=Decimal(str(item.get("amount", "0"))), currency=str(item.get("currency", "")),
-                           client_id=int(item.get("client_id", 0)), invoice_id=int(item.get("invoice_id", 0)))
+                           client_id=int(item.get("client_id", 0)), invoice_id=int(item.get("invoice_id", 0)),
+                           lease_until=int(item.get("lease_until", 0)))
 
     def _open_fields(self, order_id: int, body: dict[str, Any]) -> dict[str, Any]:
         return {"params": json.dumps(body, default=str, sort_keys=True), "gsi1pk": self.OPEN,
                 "gsi1sk": f"{order_id:012d}"}
 
-    def claim(self, credit: OrderCredit, body: dict[str, Any], lease_seconds: int = 60) -> bool:
-        """Write the intent. True when this caller owns the order's credit now.
-
-        An "open" record (an earlier delivery failed before claiming), a "pending" claim older than the
-        lease (a crash between claim and AddCredit) or an "ambiguous" one (AddCredit timed out) may be
-        taken over; the new owner checks WHMCS GetCredits before sending anything.
-        """
-        now = int(time.time())
+    def _update(self, order_id: int, fields: dict[str, Any], condition: Any, *,
+                keep_first: dict[str, Any] | None = None, remove: tuple[str, ...] = ()) -> bool:
+        """SET ``fields`` (and each of ``keep_first`` unless already set) when ``condition`` holds."""
+        keep_first = keep_first or {}
+        sets = [f"#{k} = :{k}" for k in fields] + [f"#{k} = if_not_exists(#{k}, :{k})" for k in keep_first]
+        names = {f"#{k}": k for k in (*fields, *keep_first, *remove)}
         try:
-            self.table.put_item(
-                Item={**self._key(credit.order_id), "status": "pending", "amount": str(credit.amount),
-                      "currency": credit.currency, "client_id": credit.client_id,
-                      "invoice_id": credit.invoice_id, "lease_until": now + lease_seconds,
-                      "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                      **self._open_fields(credit.order_id, body)},
-                ConditionExpression=Attr("pk").not_exists()
-                | (Attr("status").eq("pending") & Attr("lease_until").lt(now))
-                | Attr("status").is_in(["ambiguous", "open"]),
+            self.table.update_item(
+                Key=self._key(order_id),
+                UpdateExpression="SET " + ", ".join(sets) + (" REMOVE " + ", ".join(f"#{k}" for k in remove)
+                                                            if remove else ""),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={f":{k}": v for k, v in {**fields, **keep_first}.items()},
             )
             return True
         except ClientError as exc:
@@ -225,41 +239,71 @@ class OrderCreditRecords:
                 return False
             raise
 
+    def claim(self, credit: OrderCredit, body: dict[str, Any], lease_seconds: int = 60) -> bool:
+        """Write the intent. True when this caller owns the order's credit now.
+
+        An "open" record (an earlier delivery failed before claiming), a "pending" claim older than the
+        lease (a crash between claim and AddCredit), an "ambiguous" one (AddCredit timed out), or one
+        settled as "nothing"/"refused" (checked again now) may be taken over; the new owner checks WHMCS
+        GetCredits before sending anything.
+        """
+        now = int(time.time())
+        return self._update(
+            credit.order_id,
+            {"status": "pending", "amount": str(credit.amount), "currency": credit.currency,
+             "client_id": credit.client_id, "invoice_id": credit.invoice_id, "lease_until": now + lease_seconds,
+             "updated_at": datetime.now(UTC).isoformat(timespec="seconds"), **self._open_fields(credit.order_id, body)},
+            Attr("pk").not_exists()
+            | (Attr("status").eq("pending") & Attr("lease_until").lt(now))
+            | Attr("status").is_in(list(self.CLAIMABLE)),
+            keep_first={"opened_at": now},
+            remove=("note", "last_error"),  # an earlier outcome's words no longer describe this record
+        )
+
     def remember_open(self, order_id: int, body: dict[str, Any], reason: str) -> None:
         """A delivery failed (WHMCS unreachable, 5xx...): keep the order for the sweep, unless settled."""
-        fields = {**self._open_fields(order_id, body), "last_error": reason[:500],
-                  "updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        try:
-            self.table.update_item(
-                Key=self._key(order_id),
-                UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields)
-                + ", #status = if_not_exists(#status, :open)",
-                ConditionExpression=Attr("pk").not_exists() | ~Attr("status").is_in(["done", "nothing"]),
-                ExpressionAttributeNames={**{f"#{k}": k for k in fields}, "#status": "status"},
-                ExpressionAttributeValues={**{f":{k}": v for k, v in fields.items()}, ":open": "open"},
-            )
-        except ClientError as exc:
-            if not _is_condition_failure(exc):
-                raise
+        now = int(time.time())
+        self._update(
+            order_id,
+            {**self._open_fields(order_id, body), "last_error": reason[:500],
+             "updated_at": datetime.now(UTC).isoformat(timespec="seconds")},
+            Attr("pk").not_exists() | ~Attr("status").is_in(list(self.SETTLED)),
+            keep_first={"status": "open", "opened_at": now},
+        )
 
     def mark(self, order_id: int, status: str, **extra: Any) -> None:
         fields = {"status": status, "updated_at": datetime.now(UTC).isoformat(timespec="seconds"), **extra}
-        settled = status in ("done", "nothing")
-        self.table.update_item(
-            Key=self._key(order_id),
-            UpdateExpression="SET " + ", ".join(f"#{k} = :{k}" for k in fields)
-            + (" REMOVE gsi1pk, gsi1sk" if settled else ""),
-            ExpressionAttributeNames={f"#{k}": k for k in fields},
-            ExpressionAttributeValues={f":{k}": v for k, v in fields.items()},
-        )
+        settled = status in self.SETTLED
+        self._update(order_id, fields, Attr("pk").exists(),
+                     remove=("gsi1pk", "gsi1sk", "opened_at") if settled else ())
 
-    def open_orders(self) -> Iterator[tuple[int, dict[str, Any], str]]:
-        """(order id, the hook's body, status) of every order not settled yet, oldest order first."""
+    def settle(self, order_id: int, status: str, **extra: Any) -> bool:
+        """Settle an existing record as ``nothing`` or ``refused``, never over ``done`` (a concurrent delivery
+        may have credited it meanwhile). False when there is no record or it is done."""
+        if status not in ("nothing", "refused"):
+            raise ValueError(f"settle() is for nothing/refused, not {status!r}")
+        fields = {"status": status, "updated_at": datetime.now(UTC).isoformat(timespec="seconds"), **extra}
+        return self._update(order_id, fields, Attr("pk").exists() & Attr("status").ne("done"),
+                            remove=("gsi1pk", "gsi1sk", "opened_at"))
+
+    def open_orders(self) -> Iterator[OpenOrder]:
+        """Every order not settled yet, oldest order first."""
         kwargs: dict[str, Any] = {"IndexName": "gsi1", "KeyConditionExpression": Key("gsi1pk").eq(self.OPEN)}
         while True:
             page = self.table.query(**kwargs)
             for item in page.get("Items", []):
-                yield int(item["gsi1sk"]), json.loads(item["params"]), str(item.get("status", ""))
+                yield OpenOrder(order_id=int(item["gsi1sk"]), body=json.loads(item["params"]),
+                                status=str(item.get("status", "")), opened_at=self._opened_at(item),
+                                last_error=str(item.get("last_error", "")))
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    @staticmethod
+    def _opened_at(item: dict[str, Any]) -> int:
+        if "opened_at" in item:
+            return int(item["opened_at"])
+        try:  # a record kept open before opened_at existed: its last change is the best we know
+            return int(datetime.fromisoformat(str(item.get("updated_at"))).timestamp())
+        except ValueError:
+            return 0
