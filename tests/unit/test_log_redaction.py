@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from moto import mock_aws
 
@@ -104,3 +105,88 @@ def test_the_billing_worker_registers_its_secrets(monkeypatch: pytest.MonkeyPatc
     assert "diagnostic *** ***" in logged
     for value in (cs_secret, whmcs_secret, access_key):
         assert value not in logged
+
+
+# ---------------------------------------------------------------------- exceptions and tracebacks
+
+
+def _raise_chain(secret: str) -> None:
+    try:
+        raise httpx.ConnectError(f"connection to https://admin:{secret}@whmcs.example/includes/api.php failed")
+    except httpx.ConnectError as exc:
+        raise ValueError(f"login failed for password={secret}") from exc
+
+
+def test_a_logged_exception_is_redacted_in_its_text_and_stack_trace(emitted: _Collect) -> None:
+    from cswhmcs.observability import logger, register_secret_values
+
+    # Given an exception chain whose messages carry a registered secret and an unregistered one
+    registered, unregistered = "exc-registered-secret-5c4b", "exc-plain-password-3a2f"
+    register_secret_values(registered)
+    # When it is logged with its traceback (as api.handle does for an unexpected error)
+    try:
+        try:
+            _raise_chain(unregistered)
+        except ValueError as exc:
+            raise RuntimeError(f"wrapped: {registered}") from exc
+    except RuntimeError:
+        logger.exception("unhandled error", extra={"route": "/v1/accounts/create"})
+    # Then neither secret is in the line: not in the formatted traceback, not in the structured stack trace
+    line = emitted.lines[-1]
+    assert registered not in line and unregistered not in line
+    record = json.loads(line)
+    assert record["message"] == "unhandled error" and record["route"] == "/v1/accounts/create"
+    assert record["exception_name"] == "RuntimeError"
+    text = record["exception"]
+    assert "Traceback (most recent call last)" in text and "_raise_chain" in text  # still useful
+    assert "https://***@whmcs.example/includes/api.php" in text and "password=***" in text
+    assert "RuntimeError: wrapped: ***" in text
+    trace = record["stack_trace"]
+    assert trace["type"] == "RuntimeError" and trace["value"] == "wrapped: ***"
+    assert trace["frames"] and {"file", "line", "function", "statement"} <= set(trace["frames"][0])
+
+
+def test_an_exception_passed_as_exc_info_or_message_is_redacted(emitted: _Collect) -> None:
+    from cswhmcs.observability import logger
+
+    secret = "exc-info-secret-value-77"
+    error = httpx.ReadTimeout(f"GET https://u:{secret}@cs.example/api/users?token={secret} timed out")
+    logger.warning("upstream slow", exc_info=error)
+    logger.error(error)
+    logger.warning("retrying %s with api_key=%s", "GET", secret)
+    logged = "\n".join(emitted.lines[-3:])
+    assert secret not in logged
+    first, second, third = (json.loads(x) for x in emitted.lines[-3:])
+    assert first["exception_name"] == "ReadTimeout" and "https://***@cs.example" in first["exception"]
+    assert "token=***" in second["message"] and third["message"] == "retrying GET with api_key=***"
+
+
+def test_other_formatters_of_the_logger_see_the_redacted_traceback_only() -> None:
+    from cswhmcs.observability import logger
+
+    # Given a plain text handler on the service logger (e.g. a local console)
+    handler = _Collect()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    base = logging.getLogger(logger.name)
+    base.addHandler(handler)
+    secret = "plain-formatter-secret-42"
+    try:
+        try:
+            raise ValueError(f"Authorization: Basic {secret}")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        base.removeHandler(handler)
+    # Then its text carries the traceback, redacted
+    assert "Traceback" in handler.lines[-1] and secret not in handler.lines[-1]
+    assert "Authorization: ***" in handler.lines[-1]
+
+
+def test_ordinary_messages_are_left_alone(emitted: _Collect) -> None:
+    from cswhmcs.observability import logger
+
+    logger.info("signature refused: stale", extra={"code": "signature_stale", "error": "The signature is stale.",
+                                                   "url": "https://cs.example/api/users?page=2"})
+    record = json.loads(emitted.lines[-1])
+    assert record["message"] == "signature refused: stale" and record["code"] == "signature_stale"
+    assert record["url"] == "https://cs.example/api/users?page=2" and "exception" not in record

@@ -117,3 +117,69 @@ def test_cannot_take_more_than_the_burst_at_once() -> None:
     # When / Then asking for 3 at once is refused rather than waiting forever
     with pytest.raises(ValueError):
         bucket.acquire(3)
+
+
+# ---------------------------------------------------------------------- issue 8: waits inside the deadline
+
+
+def test_a_wait_longer_than_allowed_does_not_start_and_takes_no_token() -> None:
+    # Given an empty bucket refilled at 1 token per 2 s
+    from cswhmcs.adapters.pacing import PacingOutOfTime
+
+    t = FakeTime()
+    bucket = TokenBucket(0.5, 1, clock=t.clock, sleep=t.sleep)
+    bucket.acquire()
+    # When a caller may wait 1.5 s but its token would take 2 s
+    with pytest.raises(PacingOutOfTime) as caught:
+        bucket.acquire(max_wait=1.5)
+    # Then nothing slept, and no token was taken: the next caller waits 2 s, not 4 s
+    assert t.sleeps == [] and caught.value.status == 504 and caught.value.maybe_applied is False
+    assert bucket.available == 0.0
+    assert bucket.acquire(max_wait=2.0) == 2.0 and t.sleeps == [2.0]
+
+
+def test_the_wait_is_bounded_by_the_current_deadline_by_default() -> None:
+    from cswhmcs import deadline
+    from cswhmcs.adapters.pacing import PacingOutOfTime
+
+    t = FakeTime()
+    bucket = TokenBucket(0.5, 1, clock=t.clock, sleep=t.sleep)
+    bucket.acquire()
+    with deadline.use(deadline.Deadline.after(1.0, clock=t.clock)), pytest.raises(PacingOutOfTime):
+        bucket.acquire()
+    assert t.sleeps == []
+    with deadline.use(deadline.Deadline.after(3.0, clock=t.clock)):
+        assert bucket.acquire() == 2.0
+
+
+def test_a_client_whose_pacer_wait_does_not_fit_sends_nothing_and_raises_out_of_time() -> None:
+    # Given a WHMCS client behind an exhausted bucket (next token in 10 s) and a request with 8 s left
+    import httpx
+
+    from cswhmcs import deadline
+    from cswhmcs.adapters.retry import OutOfTime
+    from cswhmcs.adapters.whmcs import WhmcsClient
+    from cswhmcs.api import error_response
+
+    t = FakeTime()
+    bucket = TokenBucket(0.1, 1, clock=t.clock, sleep=t.sleep)
+    bucket.acquire()
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"result": "success", "whmcs": {"version": "8.10.1"}})
+
+    client = WhmcsClient("https://whmcs.example/includes/api.php", "ident", "secret-value", None, pacer=bucket,
+                         transport=httpx.MockTransport(answer), sleep=t.sleep, timeout=2.0, connect_timeout=1.0)
+    # When it is asked for something
+    with deadline.use(deadline.Deadline.after(8.0, clock=t.clock)), pytest.raises(OutOfTime) as caught:
+        client.version()
+    # Then the pacer's wait never started, no token was spent, nothing was sent, and it is a 504
+    assert t.sleeps == [] and sent == [] and client.request_count == 0
+    assert error_response(caught.value)["statusCode"] == 504
+    assert bucket.available == 0.0
+    # And with time for the wait plus an attempt, it waits and sends
+    with deadline.use(deadline.Deadline.after(14.0, clock=t.clock)):
+        client.version()
+    assert t.sleeps == [10.0] and len(sent) == 1

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from cswhmcs import deadline
 from cswhmcs.adapters.dynamo import OpenOrder, OrderCredit
 from cswhmcs.adapters.whmcs import WhmcsApiError
 from cswhmcs.api import Deps, Request
@@ -28,7 +29,8 @@ from cswhmcs.money import cents, fmt2, to_decimal
 from cswhmcs.observability import SERVICE, logger
 
 MODULE = "computestacks"
-WAIT_FOR_OTHER_DELIVERY_S = 8.0
+WAIT_FOR_OTHER_DELIVERY_S = 8.0  # at most; never past the request's deadline
+POLL_INTERVAL_S = 0.2
 STALE_AFTER_S = 7 * 24 * 3600  # an order open this long is reported and alarmed, no longer retried
 METRIC_NAMESPACE = "ComputeStacksWHMCS"
 STALE_METRIC = "OrderCreditsStale"
@@ -217,13 +219,19 @@ def _credit(req: Request, params: OrderPaidParams, record: OrderCredit | None) -
 
 
 def _wait_for_other_delivery(req: Request, order_id: int) -> dict[str, Any]:
-    """A concurrent duplicate delivery holds the claim: wait briefly for its outcome."""
-    deadline = time.monotonic() + WAIT_FOR_OTHER_DELIVERY_S
-    while time.monotonic() < deadline:
+    """A concurrent duplicate delivery holds the claim: wait briefly for its outcome, at most
+    ``WAIT_FOR_OTHER_DELIVERY_S`` and never past the request's deadline (API.md section 2). Then 409:
+    the other delivery is still applying it, and a retry finds its outcome."""
+    budget = min(WAIT_FOR_OTHER_DELIVERY_S, deadline.current().remaining())
+    give_up = time.monotonic() + max(0.0, budget)
+    while True:
         record = req.deps.order_credits.get(order_id)
         if record is not None and record.status == "done":
             return _answer(record.amount, record.currency)
-        time.sleep(0.2)
+        left = give_up - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(POLL_INTERVAL_S, left))
     raise Conflict(f"The credit for order #{order_id} is being applied by another delivery; retry shortly.",
                    code="order_credit_in_progress")
 
@@ -256,8 +264,13 @@ def retry_open_credits(deps: Deps, *, include_stale: bool = False, emit_metric: 
                                       f"no longer retried (last error: {order.last_error or 'none'})"})
             continue
         req = Request(route="/v1/hooks/order-paid", payload=order.body, settings=deps.settings, deps=deps)
+        # Each order within the route's own budget (never the planner's 15 minutes): a delivery then
+        # always ends well inside its claim's lease, which another delivery could otherwise take over.
+        budget = deadline.API_BUDGET_SECONDS - deadline.ANSWER_RESERVE_SECONDS
+        limit = deadline.Deadline.after(min(budget, deadline.current().remaining()))
         try:
-            answer = order_paid(req)
+            with deadline.use(limit):
+                answer = order_paid(req)
             outcomes.append({"orderId": order.order_id, "was": order.status, "credited": answer["credited"],
                              "currency": answer["currency"]})
         except DomainError as exc:

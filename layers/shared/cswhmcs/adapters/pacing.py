@@ -4,6 +4,11 @@ ComputeStacks throttles at 2,500 requests per 5 minutes per client IP (Rack::Att
 aligned to multiples of 300 s). A token bucket of ``burst`` tokens refilled at ``rate`` per second
 lets through at most ``burst + rate * T`` requests in any interval of ``T`` seconds, so
 ``burst + 300 * rate <= 2500`` keeps every window under the limit.
+
+A wait is drawn from the request's deadline like every other wait (``cswhmcs.deadline``): a token
+whose wait does not fit the time left is not taken and nothing sleeps (``PacingOutOfTime``); the
+retry engine turns that into its own out-of-time error (504 for an API route, the account released
+in the billing worker).
 """
 
 from __future__ import annotations
@@ -13,11 +18,25 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from cswhmcs import deadline
+from cswhmcs.errors import UpstreamTimeout
+
 
 class Pacer(Protocol):
     """Anything with an ``acquire()`` that blocks until one more request may be sent."""
 
     def acquire(self) -> object: ...
+
+
+class PacingOutOfTime(UpstreamTimeout):
+    """The wait for a token does not fit the time left: no token was taken, nothing waited or was sent."""
+
+    def __init__(self, wait: float, available: float, upstream: str = "the upstream") -> None:
+        super().__init__(f"The time for this request ran out before {upstream} could be asked (the client-side "
+                         f"rate limit asked for {wait:.1f} s, {max(0.0, available):.1f} s were left).",
+                         upstream=upstream, maybe_applied=False)
+        self.wait = wait
+        self.available = available
 
 
 class TokenBucket:
@@ -61,14 +80,22 @@ class TokenBucket:
             self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
             self._last = now
 
-    def acquire(self, tokens: int = 1) -> float:
-        """Take ``tokens`` (default one); returns how many seconds the caller waited."""
+    def acquire(self, tokens: int = 1, *, max_wait: float | None = None) -> float:
+        """Take ``tokens`` (default one); returns how many seconds the caller waited.
+
+        ``max_wait``: the longest the caller may wait (default: what ``deadline.current()`` leaves). A
+        wait longer than that does not start: ``PacingOutOfTime`` is raised and no token is taken.
+        """
         if tokens < 1 or tokens > self.burst:
             raise ValueError("tokens must be between 1 and burst.")
+        limit = deadline.current().remaining() if max_wait is None else float(max_wait)
         with self._lock:
             self._refill(self._clock())
-            self._tokens -= tokens
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+            after = self._tokens - tokens
+            wait = -after / self.rate if after < 0 else 0.0
+            if wait > limit:
+                raise PacingOutOfTime(wait, limit)
+            self._tokens = after
         if wait > 0:
             self._sleep(wait)
         return wait

@@ -30,7 +30,7 @@ from typing import Any, NoReturn, TypeVar
 import httpx
 
 from cswhmcs import deadline
-from cswhmcs.adapters.pacing import Pacer
+from cswhmcs.adapters.pacing import Pacer, PacingOutOfTime, TokenBucket
 from cswhmcs.errors import DomainError, RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
 T = TypeVar("T")
@@ -152,8 +152,13 @@ class Retrier:
         read = min(self.timeout, remaining)
         return httpx.Timeout(read, connect=min(self.connect_timeout, remaining))
 
-    def _pace(self) -> None:
+    def _pace(self, within: float) -> None:
+        """Wait for the pacer; a ``TokenBucket`` wait longer than ``within`` does not start
+        (``PacingOutOfTime``, no token taken). Other pacers are checked after they return."""
         if self._pacer is None:
+            return
+        if isinstance(self._pacer, TokenBucket):
+            self._pacer.acquire(max_wait=within)
             return
         acquire = getattr(self._pacer, "acquire", None)
         if callable(acquire):
@@ -180,7 +185,11 @@ class Retrier:
         while True:
             if limit.remaining() < needed:
                 raise self._out_of_time(last, ambiguous)
-            self._pace()
+            try:
+                self._pace(limit.remaining() - needed)
+            except PacingOutOfTime:  # the pacer's wait would not leave time for the attempt
+                error = self._out_of_time(last, ambiguous)
+                raise error from error.__cause__
             remaining = limit.remaining()
             if remaining < needed:  # the pacer made us wait
                 raise self._out_of_time(last, ambiguous)

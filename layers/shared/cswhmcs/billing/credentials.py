@@ -240,6 +240,11 @@ class RunCredentialGate:
                 with self._lock:
                     self._good.add((run_id, fp))
                 return
+            if not self.base.usable(pair):
+                # Refused earlier in this process (another run, or a 401 the store never counted): the
+                # client would not send it, so a probe could never decide. Not used, like a pair refused
+                # in this run (``current`` above already re-read the secret when that was due).
+                raise CredentialsStopped()
             owner = uuid.uuid4().hex
             if self.store.claim_cs_probe(run_id, fp, owner, lease=self.lease, max_failures=self.max_failures):
                 try:
@@ -247,9 +252,10 @@ class RunCredentialGate:
                 finally:
                     self.store.release_cs_probe(run_id, owner)
                 continue
-            if time.monotonic() >= give_up:
+            left = give_up - time.monotonic()
+            if left <= 0:
                 raise CredentialCheckPending()
-            self._sleep(delay)
+            self._sleep(min(delay, left))  # never past the wait budget (the account's deadline)
             delay = min(0.5, delay * 2)
 
     def stopped(self, run_id: str) -> bool:

@@ -8,6 +8,10 @@
   record and carried by every message.
 * Accounts are paged from AccountsTable (parallel scan segments) and sent in batches as they come:
   memory holds a few pages at most, whatever the number of accounts.
+* Time (``cswhmcs.deadline``; the Lambda handler sets the function's remaining time less
+  ``PLANNER_MARGIN_SECONDS``): the WHMCS reads draw from it, and no page is sent once it has run out.
+  A planner out of time raises ``PlanningOutOfTime`` after giving its lease up, like any failed
+  planner, so the retry of the invocation (or the next trigger of the same run) resumes the plan.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from cswhmcs import deadline
 from cswhmcs.billing.currency import CurrencyTable
 from cswhmcs.billing.ledger import Ledger
 from cswhmcs.billing.messages import BILL, COLLECT, Account, RunContext, WorkMessage
@@ -28,6 +33,20 @@ from cswhmcs.errors import InvalidInput
 from cswhmcs.observability import logger
 
 PLANNER_LEASE = timedelta(minutes=14)
+# Kept from the planner Lambda's remaining time (900 s timeout) for what follows the last page: giving the
+# lease up, the messages already in flight, the open-credit sweep's last request. Its deadline is the
+# remaining time less this.
+PLANNER_MARGIN_SECONDS = 30.0
+
+
+class PlanningOutOfTime(Exception):
+    """The planner's time ran out before every account had its message; the run is left to be resumed."""
+
+    def __init__(self, run_id: str, sent: int) -> None:
+        super().__init__(f"The billing planner ran out of time after enqueuing {sent} accounts of run {run_id}; "
+                         "the run was released and the next attempt resumes it.")
+        self.run_id = run_id
+        self.sent = sent
 
 
 class WorkSink(Protocol):
@@ -109,16 +128,20 @@ def plan_run(trigger: Trigger, *, ledger: Ledger | None, accounts: Any, whmcs: A
                                                                             "outcome": record.outcome})
         return PlanResult(None, accounts=record.accounts, skipped=record.outcome)
     try:
+        _check_time(trigger.run_id, 0)
         context = record.context
         if not context:
             context = read_run_context(whmcs, trigger.kind)
             ledger.set_run_context(trigger.run_id, context)
         return _plan(trigger, ledger=ledger, context=context, accounts=accounts, sink=sink, segments=segments,
                      page_size=page_size, on_page=on_page)
-    except BaseException:
+    except BaseException as exc:
         # Give the lease up: Lambda's retry of this invocation (1-2 minutes later) resumes the plan
         # instead of finding it "busy" and leaving the accounts not yet enqueued without their message.
         ledger.release_run(trigger.run_id)
+        if isinstance(exc, PlanningOutOfTime):
+            logger.warning("billing planner out of time: the run is released for the next attempt to resume",
+                           extra={"run": trigger.run_id, "accounts_sent": exc.sent})
         raise
 
 
@@ -130,10 +153,14 @@ def _plan(trigger: Trigger, *, ledger: Ledger | None, context: dict[str, Any], a
 
     count = 0
     count_lock = threading.Lock()
+    limit = deadline.current()  # read here: the scan threads do not inherit this context
 
     def scan(segment: int) -> None:
         nonlocal count
         for page in accounts.scan_pages(page_size=page_size, segment=segment, total_segments=segments):
+            with count_lock:
+                sent = count
+            _check_time(trigger.run_id, sent, limit)
             messages = [WorkMessage(run, Account.from_mapping(m)) for m in page]
             sink.send(messages)
             with count_lock:
@@ -152,6 +179,12 @@ def _plan(trigger: Trigger, *, ledger: Ledger | None, context: dict[str, Any], a
         ledger.finish_run_planning(trigger.run_id, count)
     logger.info("billing run planned", extra={"run": trigger.run_id, "accounts": count})
     return PlanResult(run, accounts=count)
+
+
+def _check_time(run_id: str, sent: int, limit: deadline.Deadline | None = None) -> None:
+    """Raise ``PlanningOutOfTime`` once the planner's deadline has passed."""
+    if (limit or deadline.current()).expired():
+        raise PlanningOutOfTime(run_id, sent)
 
 
 class SqsSink:
