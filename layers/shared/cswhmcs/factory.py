@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
 Pair = tuple[str, str]
 RECHECK_SECONDS = 45.0  # a known-rejected secret is re-read at most this often (to see a rotation)
+# A refused pair is not sent again for this long: ComputeStacks locks the credential's owner for 4 hours after 5
+# failed logins (reference computestacks-api.md section 1.2), and during the lock even the right secret is refused;
+# after it the same pair is tried once more, so the integration recovers without anyone restarting it.
+FORGET_REJECTED_AFTER = 4 * 3600.0 + 300.0
 _FINGERPRINT_ROUNDS = 20_000
 
 
@@ -54,20 +58,30 @@ def fingerprint(url: str, pair: Pair) -> str:
 class RejectedPairs:
     """Fingerprints of pairs ComputeStacks refused in this process (process-wide by default)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, forget_after: float | None = None) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._rejected: set[str] = set()
+        self._rejected: dict[str, float] = {}  # fingerprint -> when it was refused
         self._last_recheck = -float("inf")
+        self.forget_after = FORGET_REJECTED_AFTER if forget_after is None else forget_after
 
     def add(self, url: str, pair: Pair) -> None:
         with self._lock:
-            self._rejected.add(fingerprint(url, pair))
+            self._rejected[fingerprint(url, pair)] = self._clock()
 
     def __contains__(self, item: tuple[str, Pair]) -> bool:
         url, pair = item
+        key = fingerprint(url, pair)
         with self._lock:
-            return fingerprint(url, pair) in self._rejected
+            when = self._rejected.get(key)
+            if when is None:
+                return False
+            if self._clock() - when >= self.forget_after:
+                # ComputeStacks' lockout has lifted by now: the pair may be right after all (a 401 while the
+                # owner was locked refuses even the correct secret), so it gets one more try.
+                del self._rejected[key]
+                return False
+            return True
 
     def recheck_due(self, every: float) -> bool:
         """True at most once per ``every`` seconds (a forced re-read of a known-rejected secret)."""

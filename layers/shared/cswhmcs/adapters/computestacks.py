@@ -412,6 +412,9 @@ class ComputeStacksClient:
         self._hide(pair)
 
         def send(timeout: httpx.Timeout) -> httpx.Response:
+            if not self._credentials.usable(auth.pair):  # refused meanwhile (another request, a 429 wait ago)
+                raise Failure(UpstreamAuthFailed(AUTH_FAILED_MESSAGE, upstream=UPSTREAM, http_status=401),
+                              sent=False, retryable=False)
             key, secret = auth.pair
             return self._http.request(method, path, params=params, content=content, headers=headers,
                                       auth=httpx.BasicAuth(key, secret), timeout=timeout)
