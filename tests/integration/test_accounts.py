@@ -231,6 +231,18 @@ def test_an_account_is_found_by_external_id_then_by_label(live_stack: LiveStack)
     assert live_stack.cs.users[by_label["id"]]["active"] is False
 
 
+def test_a_user_whose_external_id_names_another_service_is_never_taken_by_email(live_stack: LiveStack) -> None:
+    # Given a legacy user (no whmcs label) whose external id says it belongs to service 42
+    other = live_stack.cs.add_user("owner42@example.org", "Owner", "FortyTwo", external_id="42")
+    # When service 3 is suspended with that email as its username
+    resp = live_stack.call("/v1/accounts/suspend", params(serviceid=3, username="owner42@example.org"))
+    # Then nothing is found for service 3, and service 42's user is untouched and not relinked
+    assert resp.status_code == 404, resp.text
+    stored = live_stack.cs.users[other["id"]]
+    assert stored["active"] is True and stored["external_id"] == "42"
+    assert live_stack.tables.scan("accounts") == []
+
+
 def test_a_service_without_an_account_is_404_with_a_clear_message(live_stack: LiveStack) -> None:
     resp = live_stack.call("/v1/accounts/overview", params(serviceid=404))
     assert resp.status_code == 404

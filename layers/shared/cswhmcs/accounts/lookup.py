@@ -37,6 +37,11 @@ def belongs_to_service(user: dict[str, Any], service_id: int) -> bool:
             return int(linked) == service_id
         except (TypeError, ValueError):
             return False
+    # No label (an imported or legacy user): the external id is the WHMCS service id when it is set
+    # (reference computestacks-api.md section 3), so a user carrying another service's id is not ours.
+    external = str(user.get("external_id") or "").strip()
+    if external.isdigit():
+        return int(external) == service_id
     return True
 
 
