@@ -25,6 +25,10 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "1")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
 
+# Session-wide secrets capture (issue 8 §4): every log line of the run is scanned for every secret the
+# tests use, and the run fails naming where one appeared (fixture `secrets_registry`).
+pytest_plugins = ["tests.security.capture"]
+
 
 @pytest.fixture(scope="session")
 def ddb_endpoint() -> Iterator[str]:

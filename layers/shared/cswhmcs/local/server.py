@@ -205,6 +205,12 @@ def prepare_environment(template: Template, *, create_tables: bool = True) -> li
     return ensure_tables(template, client, names)
 
 
+class _HttpServer(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst of new connections (the WHMCS module's
+    # concurrent calls, a load test with 32 clients) overflowed it and some were reset.
+    request_queue_size = 128
+
+
 class LocalServer:
     """The server as an object (tests start it on port 0 in a thread)."""
 
@@ -213,7 +219,7 @@ class LocalServer:
         self.template = template or Template()
         self.api = LocalApi(self.template)
         self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.httpd = ThreadingHTTPServer((host, port), _make_handler(self.api, self._log))
+        self.httpd = _HttpServer((host, port), _make_handler(self.api, self._log))
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
