@@ -11,7 +11,7 @@ PY313 := $(if $(PY313),$(PY313),$(shell p=$$(command -v python3.13 2>/dev/null) 
 PYBASE := $(if $(PY313),$(PY313),python3)
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: setup venv node debs sam test test-unit test-integration test-php lint cfn-lint dev bench screenshot clean build
+.PHONY: setup venv node debs sam test test-unit test-integration test-php lint cfn-lint dev bench soak screenshot clean build
 
 setup: debs venv node sam
 	@echo "setup done: .venv/bin/cswhmcs is ready; run 'make dev' or 'make test'"
@@ -68,6 +68,11 @@ dev:
 
 bench:
 	$(PY) -m bench
+
+# The long reliability run (not part of `make test`): 2,000 seeded fault schedules on every core. Its last line
+# is `N schedules, D duplicates, L lost, A needing attention`; exit status non-zero when D or L > 0.
+soak:
+	$(PY) -m tests.faults.soak --schedules 2000
 
 # The client area inside a Bootstrap page, in headless Chromium (Debian's): artifacts/clientarea.png.
 screenshot:

@@ -16,7 +16,9 @@ the ComputeStacks controller source (``ComputeStacks/controller`` 9.3.1) where t
 * user groups, locations, billing usages (newest first), pagination headers exactly as
   api-pagination + will_paginate build them, 404 shapes, Rack::Attack's 429.
 
-Knobs for tests: ``latency``, ``fail_next``, ``timeout_after_commit_next``; ``requests`` records
+Knobs for tests: ``latency``, ``fail_next``, ``timeout_after_commit_next``, ``hang``, ``throttle_all``,
+``drop_next``, ``slow_next``, ``throttle_next``;
+``requests`` records
 every request (passwords included: it is a sandbox; the ``Authorization`` header is left out).
 
 Run it: ``python -m sandboxes.computestacks --port 8081 --seed-demo``.
@@ -43,6 +45,8 @@ from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote_plus, unquote, unquote_plus, urlsplit
+
+from sandboxes.hang import Hang
 
 CS_VERSION = "9.3.1"
 MISSING_VERSION = 80
@@ -394,6 +398,11 @@ class ComputeStacksSandbox:
         self._faults: list[tuple[int, bytes, str]] = []
         self._tac_remaining = 0
         self._tac_delay = 0.0
+        self._drops: list[bool] = []  # drop_next: per request, whether it is carried out before the drop
+        self._slow: list[float] = []  # slow_next: extra seconds before each answer
+        self._throttles: list[float] = []  # throttle_next: Retry-After of each 429
+        self._hang = Hang()
+        self._throttle_all: float | None = None
 
         plan = self.add_billing_plan("default")
         self.add_user_group("default", is_default=True, billing_plan_id=plan["id"])
@@ -408,6 +417,7 @@ class ComputeStacksSandbox:
         if self._server is not None:
             return self
         self._stop_event.clear()
+        self._hang.reopen()
         self._server = _Server((self.host, self._port), self)
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -420,6 +430,7 @@ class ComputeStacksSandbox:
         if server is None:
             return
         self._stop_event.set()
+        self._hang.close()  # releases every hanging request
         server.shutdown()
         server.server_close()
         with self._lock:
@@ -472,11 +483,42 @@ class ComputeStacksSandbox:
             self._tac_remaining = n
             self._tac_delay = max(0.0, float(delay))
 
+    def hang(self, seconds: float) -> None:
+        """Every request (arriving or waiting) waits ``seconds`` from now before it is even looked at, or
+        until ``hang(0)``/``clear_faults()``/``stop()``; then it is served normally (the client may be gone)."""
+        self._hang.set(seconds)
+
+    def throttle_all(self, retry_after: float | None) -> None:
+        """Every request answers Rack::Attack's 429 asking to wait ``retry_after`` s (None: back to normal)."""
+        with self._lock:
+            self._throttle_all = None if retry_after is None else max(0.0, float(retry_after))
+
+    def drop_next(self, n: int = 1, *, applied: bool = False) -> None:
+        """The next ``n`` requests get no answer: the connection is closed. ``applied``: each is carried
+        out first (ComputeStacks did the work, then died or the connection broke); else nothing changes."""
+        with self._lock:
+            self._drops.extend([bool(applied)] * n)
+
+    def slow_next(self, n: int, delay: float) -> None:
+        """The next ``n`` requests (any method) are carried out and answered ``delay`` seconds late."""
+        with self._lock:
+            self._slow.extend([max(0.0, float(delay))] * n)
+
+    def throttle_next(self, n: int = 1, retry_after: float = 1) -> None:
+        """The next ``n`` requests get Rack::Attack's 429 with ``Retry-After``; nothing is done."""
+        with self._lock:
+            self._throttles.extend([max(0.0, float(retry_after))] * n)
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._drops.clear()
+            self._slow.clear()
+            self._throttles.clear()
             self._tac_remaining = 0
             self._latency = 0.0
+            self._throttle_all = None
+        self._hang.set(0)
 
     # ------------------------------------------------------------------ inspection
 
@@ -732,8 +774,16 @@ class ComputeStacksSandbox:
         }
         with self._lock:
             self._requests.append(record)
-            delay = self._latency
-            if self._faults:
+            delay = self._latency + (self._slow.pop(0) if self._slow else 0.0)
+            drop = self._drops.pop(0) if self._drops else None
+            record["dropped"] = drop is not None
+            if drop is False:
+                response = _Response(0, b"", "")
+            elif self._throttles:
+                response = self._throttled(self._throttles.pop(0))
+            elif self._throttle_all is not None:
+                response = self._throttled(self._throttle_all)
+            elif self._faults:
                 status, body, ctype = self._faults.pop(0)
                 response = _Response(status, body, ctype)
             else:
@@ -755,10 +805,14 @@ class ComputeStacksSandbox:
         if count <= self._rate_limit:
             return None
         reset_at = (window + 1) * self._rate_period
-        retry_after = max(1, math.ceil(reset_at - now))
+        return self._throttled(reset_at - now)
+
+    def _throttled(self, wait: float) -> _Response:
+        """Rack::Attack's answer (reference section 1.2): plain ``Throttled``, RateLimit-* and Retry-After."""
+        retry_after = max(1, math.ceil(wait))
         return _Response(429, b"Throttled\n", "text/plain", [
             ("RateLimit-Limit", str(self._rate_limit)), ("RateLimit-Remaining", "0"),
-            ("RateLimit-Reset", str(math.ceil(reset_at))), ("Retry-After", str(retry_after)),
+            ("RateLimit-Reset", str(math.ceil(self._clock() + retry_after))), ("Retry-After", str(retry_after)),
         ])
 
     # ------------------------------------------------------------------ Rails-like pipeline
@@ -1374,6 +1428,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall per request
     server: _Server
 
     def setup(self) -> None:
@@ -1443,8 +1498,14 @@ class _Handler(BaseHTTPRequestHandler):
         req = _Request(method=self.command, target=self.path,
                        headers=CaseInsensitiveHeaders(self.headers.items()), body=body,
                        client_ip=self.client_address[0])
-        response, delay, _ = sandbox._serve(req)
+        if not sandbox._hang.wait():  # the sandbox is stopping
+            self.close_connection = True
+            return
+        response, delay, record = sandbox._serve(req)
         if delay > 0 and sandbox._stop_event.wait(delay):
+            self.close_connection = True
+            return
+        if record.get("dropped"):  # drop_next: the connection closes without an answer
             self.close_connection = True
             return
         try:

@@ -5,7 +5,8 @@ Standard library only: a ``ThreadingHTTPServer`` in a daemon thread. It reproduc
 ``action``, the ``result``/``message`` envelope, credential and permission failures with WHMCS's own
 messages, the billing actions with their exact validation errors and *no* de-duplication, and knobs for
 the faults a real WHMCS shows (5xx/HTML pages, business errors, a response lost after the action was
-applied, latency, numeric strings instead of numbers).
+applied, latency, numeric strings instead of numbers), and ``hang``/``throttle_all`` for a WHMCS that
+never answers or a front end (nginx ``limit_req``, Cloudflare) that answers 429 to everything.
 
 Money is ``Decimal`` internally and stored verbatim as the strings that were sent; never float.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import threading
@@ -33,6 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
+
+from sandboxes.hang import Hang
 
 API_PATH = "/includes/api.php"
 DEFAULT_IDENTIFIER = "sandbox-identifier-0123456789abcdef"
@@ -57,15 +61,28 @@ class ApiError(Exception):
         self.status = status
 
 
+class Dropped(Exception):
+    """``drop_next``: ``handle`` raises it and the handler closes the connection without an answer."""
+
+
+class Throttled(Exception):
+    """``throttle_next``: a front end's 429 with ``Retry-After``; WHMCS never sees the request."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
 @dataclass
 class _Fault:
-    kind: str  # "fail" | "error" | "timeout"
+    kind: str  # "fail" | "error" | "timeout" | "drop" | "throttle"
     remaining: int
     actions: frozenset[str] | None
     status: int = 500
     body: str = ""
     message: str = ""
     delay: float = 0.0
+    applied: bool = False  # drop: the action is carried out before the connection is dropped
 
     def matches(self, action: str) -> bool:
         return self.remaining > 0 and (self.actions is None or action.lower() in self.actions)
@@ -152,19 +169,37 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != API_PATH:
             self._send(404, "text/html", b"<html><body>404 Not Found</body></html>")
             return
-        status, ctype, body, delay = self.server.sandbox.handle(raw, self.client_address[0])
+        sandbox = self.server.sandbox
+        if not sandbox.hang_gate.wait():  # the sandbox is stopping
+            self.close_connection = True
+            return
+        throttled = sandbox.throttled_answer()
+        if throttled is not None:
+            self._send(*throttled)
+            return
+        try:
+            status, ctype, body, delay = sandbox.handle(raw, self.client_address[0])
+        except Dropped:
+            self.close_connection = True
+            return
+        except Throttled as exc:
+            self._send(429, "text/html", b"<html><body><h1>429 Too Many Requests</h1></body></html>",
+                       [("Retry-After", str(max(0, math.ceil(exc.retry_after))))])
+            return
         if delay > 0:
-            self.server.sandbox.stopping.wait(delay)
+            sandbox.stopping.wait(delay)
         self._send(status, ctype, body)
 
     def do_GET(self) -> None:
         # WHMCS reads $_REQUEST, but the client must POST; keep the fake strict.
         self._send(405, "text/html", b"<html><body>405 Method Not Allowed</body></html>")
 
-    def _send(self, status: int, ctype: str, body: bytes) -> None:
+    def _send(self, status: int, ctype: str, body: bytes, headers: Iterable[tuple[str, str]] = ()) -> None:
         try:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
+            for name, value in headers:
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -221,6 +256,8 @@ class WhmcsSandbox:
         self._deny_actions: frozenset[str] = frozenset(a.lower() for a in deny_actions)
         self._allowed_ips: frozenset[str] | None = frozenset(allowed_ips) if allowed_ips is not None else None
         self._faults: list[_Fault] = []
+        self.hang_gate = Hang()
+        self._throttle_all: float | None = None
         # identifier -> {"secret", "allowed" (lower-case set or None = every action), "deny"}
         self._credentials: dict[str, dict[str, Any]] = {}
 
@@ -271,6 +308,7 @@ class WhmcsSandbox:
         if self._server is not None:
             return self
         self.stopping.clear()
+        self.hang_gate.reopen()
         self._server = _Server((self.host, self._port), self)
         # A short poll interval so stop() returns quickly (shutdown waits for the next poll).
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
@@ -280,6 +318,7 @@ class WhmcsSandbox:
 
     def stop(self) -> None:
         self.stopping.set()  # wakes any delayed response
+        self.hang_gate.close()  # and any hanging request
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -349,14 +388,47 @@ class WhmcsSandbox:
         with self._lock:
             self._faults.append(_Fault("error", n, self._action_set(actions), message=message))
 
+    def drop_next(self, n: int = 1, actions: Iterable[str] | None = None, *, applied: bool = False) -> None:
+        """The next ``n`` matching requests get no answer: the connection is closed. ``applied``: the action
+        is carried out first (PHP ran, the answer was lost); else nothing is applied."""
+        with self._lock:
+            self._faults.append(_Fault("drop", n, self._action_set(actions), applied=applied))
+
+    def throttle_next(self, n: int = 1, retry_after: float = 1, actions: Iterable[str] | None = None) -> None:
+        """The next ``n`` matching requests get a front end's 429 with ``Retry-After``; nothing is applied."""
+        with self._lock:
+            self._faults.append(_Fault("throttle", n, self._action_set(actions), delay=retry_after))
+
     def timeout_after_commit_next(self, n: int, delay: float, actions: Iterable[str] | None = None) -> None:
         """The next ``n`` matching requests ARE applied, then the answer is held ``delay`` seconds."""
         with self._lock:
             self._faults.append(_Fault("timeout", n, self._action_set(actions), delay=delay))
 
+    def hang(self, seconds: float) -> None:
+        """Every request (arriving or waiting) waits ``seconds`` from now before WHMCS even sees it, or until
+        ``hang(0)``/``clear_faults()``/``stop()``; then it is handled normally (the client may be gone)."""
+        self.hang_gate.set(seconds)
+
+    def throttle_all(self, retry_after: float | None) -> None:
+        """Every request gets a front end's 429 (HTML, ``Retry-After``) and never reaches WHMCS; None: off."""
+        with self._lock:
+            self._throttle_all = None if retry_after is None else max(0.0, float(retry_after))
+
+    def throttled_answer(self) -> tuple[int, str, bytes, list[tuple[str, str]]] | None:
+        with self._lock:
+            wait = self._throttle_all
+        if wait is None:
+            return None
+        page = (b"<html>\r\n<head><title>429 Too Many Requests</title></head>\r\n<body>\r\n"
+                b"<center><h1>429 Too Many Requests</h1></center>\r\n<hr><center>nginx</center>\r\n"
+                b"</body>\r\n</html>\r\n")
+        return 429, "text/html", page, [("Retry-After", str(max(1, math.ceil(wait))))]
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._throttle_all = None
+        self.hang_gate.set(0)
 
     def _take_fault(self, kind: str, action: str) -> _Fault | None:
         with self._lock:
@@ -586,6 +658,12 @@ class WhmcsSandbox:
         with self._lock:
             self._requests.append({"action": self._canonical.get(action, action_raw), "params": logged})
 
+        drop = self._take_fault("drop", action)
+        if drop is not None and not drop.applied:
+            raise Dropped()
+        throttle = self._take_fault("throttle", action)
+        if throttle is not None:
+            raise Throttled(throttle.delay)
         fault = self._take_fault("fail", action)
         if fault is not None:
             return fault.status, "text/html; charset=utf-8", fault.body.encode(), 0.0
@@ -606,6 +684,8 @@ class WhmcsSandbox:
         if status == 200 and reply.get("result", reply.get("status")) == "success":
             fault = self._take_fault("timeout", action)
             delay = fault.delay if fault is not None else 0.0
+        if drop is not None:  # carried out; the connection breaks before the answer
+            raise Dropped()
         ctype, body = render(reply, fmt)
         return status, ctype, body, delay
 

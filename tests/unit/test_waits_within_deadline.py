@@ -57,7 +57,7 @@ class Records:
         self.reads += 1
         return self.record
 
-    def claim(self, intent: OrderCredit, body: dict[str, Any]) -> bool:
+    def claim(self, intent: OrderCredit, body: dict[str, Any], **_: Any) -> bool:
         return False  # the other delivery's lease
 
     def __getattr__(self, name: str) -> Any:  # remember_open, settle, mark: recorded, never expected

@@ -1,7 +1,8 @@
 """OrderPaid: the deposit paid with a first order becomes WHMCS account credit, exactly once.
 
-Steps: verify the invoice with WHMCS (Paid, this client's, Hosting lines of these services and their
-amounts) -> claim the order with a conditional DynamoDB write -> AddCredit once -> mark it done.
+Steps: keep the order open (first delivery: whatever happens next, the daily sweep delivers it again) ->
+verify the invoice with WHMCS (Paid, this client's, Hosting lines of these services and their amounts) ->
+claim the order with a conditional DynamoDB write -> AddCredit once -> mark it done.
 AddCredit has no de-duplication, so after any doubt (a timeout, a crash after the claim) WHMCS
 GetCredits is consulted before a credit is ever sent again.
 
@@ -114,6 +115,10 @@ def order_paid(req: Request) -> dict[str, Any]:
                            f"#{record.client_id}, not invoice #{params.invoiceId} of client #{params.userId}.",
                            code="order_credit_mismatch")
         return _answer(record.amount, record.currency)
+    if record is None:
+        # Kept open before WHMCS is asked: if this function dies anywhere from here on, the daily sweep
+        # delivers the order again (WHMCS never fires OrderPaid twice). Forgotten when nothing applies.
+        records.remember_open(params.orderId, params.model_dump(), "the first delivery did not finish")
     try:
         return _credit(req, params, record)
     except (InvalidInput, WhmcsApiError) as exc:
@@ -121,9 +126,10 @@ def order_paid(req: Request) -> dict[str, Any]:
         if refusal is None:  # WHMCS failed at something else: worth another delivery
             records.remember_open(params.orderId, params.model_dump(), exc.message)
             raise
-        if _nothing_outstanding(record):
-            # Nothing was or will be credited for this request: settle a record an earlier delivery left
-            # open (when there is none, nothing is written at all).
+        if record is None and records.forget(params.orderId):
+            pass  # refused before anything was claimed: this delivery leaves nothing behind
+        elif _nothing_outstanding(record):
+            # Nothing was or will be credited for this request: settle the record an earlier delivery left.
             records.settle(params.orderId, "refused", note=refusal.message[:500])
         else:  # a claimed or ambiguous credit may be outstanding: keep it for the sweep and the operator
             records.remember_open(params.orderId, params.model_dump(), refusal.message)
@@ -167,6 +173,8 @@ def _settle_nothing(req: Request, params: OrderPaidParams, record: OrderCredit |
                                         "delivery")
             return _answer(record.amount, record.currency)
         req.deps.order_credits.settle(params.orderId, "nothing")
+    else:  # only what this delivery kept open before asking WHMCS
+        req.deps.order_credits.forget(params.orderId)
     return _answer(Decimal("0.00"), currency)
 
 
@@ -189,7 +197,9 @@ def _credit(req: Request, params: OrderPaidParams, record: OrderCredit | None) -
                          client_id=params.userId, invoice_id=params.invoiceId)
     taken_over = record is not None  # a record left by an earlier delivery (open, pending, ambiguous, settled
     # with nothing or refused): WHMCS is asked before anything is sent
-    if not records.claim(intent, params.model_dump()):
+    # A first delivery (no record when it started) does not ask GetCredits: it must not take over a record a
+    # concurrent delivery has claimed meanwhile, whose AddCredit may have arrived (it waits for it instead).
+    if not records.claim(intent, params.model_dump(), fresh=record is None):
         return _wait_for_other_delivery(req, params.orderId)
 
     if taken_over and _already_credited(req, params.userId, params.orderId, amount):

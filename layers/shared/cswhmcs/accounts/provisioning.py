@@ -157,7 +157,19 @@ def _update(req: Request, params: ServiceParams, fields: dict[str, Any]) -> dict
     user = req.deps.cs.update_user(UserSelector.by_id(mapping.cs_user_id), fields)
     if user is None:
         raise gone(mapping)
+    if not discovered and not _linked(user, params.serviceid):
+        # The mapping was stored before the user was linked: the linking update failed or the function died
+        # in between (the mapping is written first), or an overview/SSO found the account. Link it now.
+        user = req.deps.cs.update_user(UserSelector.by_id(mapping.cs_user_id), link_fields(params)) or user
     return dict(user)
+
+
+def _linked(user: dict[str, Any], service_id: int) -> bool:
+    """The user carries this service's link: its external id and the (integer) ``whmcs.service_id`` label."""
+    labels = user.get("labels") or {}
+    whmcs = labels.get("whmcs") if isinstance(labels, dict) else None
+    label = whmcs.get("service_id") if isinstance(whmcs, dict) else None
+    return str(user.get("external_id") or "") == str(service_id) and label == service_id
 
 
 def suspend_account(req: Request) -> dict[str, Any]:

@@ -1,0 +1,69 @@
+"""Schedules on several processes (both cores), for `make test` and `make soak`.
+
+Each worker process has its own World (its own sandboxes) and shares the one DynamoDB Local. A schedule's
+outcome comes back with the log output the product wrote meanwhile (the Powertools handler writes into a
+buffer instead of stdout) and the secret values it used, so the caller can hand both to the session's
+secrets capture: the fault paths' log lines are scanned like every other line of the suite.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+_world: Any = None
+_log: io.StringIO | None = None
+_patches: Any = None
+
+
+def _init(ddb_endpoint: str) -> None:
+    global _world, _log, _patches
+    from cswhmcs.observability import logger
+    from tests.faults.world import World
+
+    _log = io.StringIO()
+    handler = getattr(logger, "registered_handler", None)
+    if handler is not None and hasattr(handler, "setStream"):
+        handler.setStream(_log)
+    _world = World(ddb_endpoint)
+    _patches = _world.patched()  # this process only runs schedules: the patches stay for its life
+    _patches.__enter__()
+    atexit.register(_world.close)
+
+
+def run_seed(seed: int, size: str = "small") -> dict[str, Any]:
+    """One schedule in this worker: its outcome as JSON, plus ``log`` and ``secrets``."""
+    from tests.faults.schedule import run_schedule
+
+    assert _world is not None and _log is not None, "not a schedule worker"
+    outcome = run_schedule(_world, seed, size=size)
+    data = outcome.to_json()
+    data["log"] = _log.getvalue()
+    data["secrets"] = outcome.secrets
+    _log.seek(0)
+    _log.truncate()
+    return data
+
+
+class SchedulePool:
+    def __init__(self, ddb_endpoint: str, jobs: int) -> None:
+        self._executor = ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init, initargs=(ddb_endpoint,))
+        self.futures: dict[int, Future[dict[str, Any]]] = {}
+
+    def submit(self, seeds: list[int], size: str = "small") -> None:
+        for seed in seeds:
+            if seed not in self.futures:
+                self.futures[seed] = self._executor.submit(run_seed, seed, size)
+
+    def result(self, seed: int, timeout: float = 300.0) -> dict[str, Any]:
+        self.submit([seed])
+        return self.futures[seed].result(timeout=timeout)
+
+    def close(self) -> None:
+        for future in self.futures.values():
+            future.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,243 @@
+"""The shared stage of every schedule: one DynamoDB Local, one pair of sandboxes (real HTTP servers), the
+route handlers of template.yaml invoked in-process exactly as `cswhmcs serve` does, and per schedule fresh
+ledger and accounts tables. State never leaks between schedules: WHMCS service, client and ComputeStacks
+user ids are unique in the sandboxes, and the tables are new."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+import types
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tests.faults.injection import CrashCounter, CrashProxy
+
+ROOT = Path(__file__).resolve().parents[2]
+SIGNING_SECRET = "fault-schedules-signing-secret"
+TIMEOUT = 0.25  # every upstream read timeout: a timeout costs a quarter of a second, not ten
+RESTART_EVERY = 40  # schedules between sandbox restarts (their request logs and user lists stay small)
+
+
+class Clock:
+    """The billing clock of a schedule (worker, ledger): moved by the schedule, shared by its threads."""
+
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def set(self, when: datetime) -> None:
+        with self._lock:
+            self._now = max(self._now, when)
+
+    def advance(self, delta: timedelta) -> None:
+        with self._lock:
+            self._now += delta
+
+
+class WallOffset:
+    """``time`` as cswhmcs.adapters.dynamo sees it (order-credit leases, replay records): real time plus
+    an offset the schedule moves, so that "the next day's sweep" does not need a real day."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.module = types.SimpleNamespace(time=lambda: time.time() + self.offset, monotonic=time.monotonic,
+                                            sleep=time.sleep, perf_counter=time.perf_counter)
+
+
+def _short_sleep(seconds: float) -> None:
+    """Backoffs and Retry-After waits on a compressed scale (a 1 s Retry-After costs 10 ms)."""
+    time.sleep(min(max(seconds, 0.0), 1.0) / 100)
+
+
+def _accepted(factory: Any, **candidates: Any) -> dict[str, Any]:
+    params = inspect.signature(factory).parameters
+    return {k: v for k, v in candidates.items() if k in params}
+
+
+def make_cs(settings: Any) -> Any:
+    from cswhmcs.adapters.computestacks import ComputeStacksClient
+
+    kw = _accepted(ComputeStacksClient.__init__, backoff=0.001, sleep=_short_sleep)
+    return ComputeStacksClient.from_settings(settings, **kw)
+
+
+def make_whmcs(settings: Any) -> Any:
+    from cswhmcs.adapters.whmcs import WhmcsClient
+
+    kw = _accepted(WhmcsClient.__init__, sleep=_short_sleep)
+    return WhmcsClient(settings.WHMCS_API_URL, settings.WHMCS_API_IDENTIFIER.get_secret_value(),
+                       settings.WHMCS_API_SECRET.get_secret_value(),
+                       settings.WHMCS_API_ACCESS_KEY.get_secret_value() or None,
+                       timeout=settings.WHMCS_TIMEOUT, connect_timeout=settings.CONNECT_TIMEOUT, **kw)
+
+
+class FaultDeps:
+    """What the route handlers get instead of ``cswhmcs.api.get_deps()``: the real ``Deps`` of the
+    schedule's settings, with every dependency an action uses behind the schedule's crash counter and
+    upstream clients whose backoffs are compressed."""
+
+    def __init__(self, settings: Any, counter: CrashCounter, *, resource: Any, clients: tuple[Any, Any]) -> None:
+        from cswhmcs.adapters.dynamo import AccountsRepo, OrderCreditRecords, ReplayGuard
+        from cswhmcs.api import Deps
+
+        self._real = Deps(settings)
+        self.settings = settings
+        self.counter = counter
+        self._cs, self._whmcs = clients
+        # One boto3 resource for the whole world (building one per thread and schedule costs more than the work).
+        self.plain_accounts = AccountsRepo.from_settings(settings, resource)
+        self.plain_order_credits = OrderCreditRecords.from_settings(settings, resource)
+        self.replay_guard = ReplayGuard.from_settings(settings, resource)
+        self.ddb = resource
+
+    @property
+    def cs(self) -> Any:
+        return CrashProxy(self._cs, "cs", self.counter)
+
+    @property
+    def whmcs(self) -> Any:
+        return CrashProxy(self._whmcs, "whmcs", self.counter)
+
+    @property
+    def accounts(self) -> Any:
+        return CrashProxy(self.plain_accounts, "accounts", self.counter)
+
+    @property
+    def order_credits(self) -> Any:
+        return CrashProxy(self.plain_order_credits, "order_credits", self.counter)
+
+    def __getattr__(self, name: str) -> Any:  # replay_guard, ddb, and whatever Deps grows
+        return getattr(self._real, name)
+
+
+class World:
+    """Started once per process (a pytest session, a soak worker)."""
+
+    def __init__(self, ddb_endpoint: str) -> None:
+        import boto3
+
+        from cswhmcs.local.server import LocalApi
+        from cswhmcs.local.template import Template
+
+        self.ddb_endpoint = ddb_endpoint
+        self.template = Template(ROOT / "template.yaml")
+        self.api = LocalApi(self.template)
+        self.ddb = boto3.client("dynamodb", endpoint_url=ddb_endpoint)
+        self.resource = boto3.resource("dynamodb", endpoint_url=ddb_endpoint)
+        self.tabledefs = {t.env_var: t for t in self.template.tables() if t.env_var}
+        self.idempotency = f"fs-idem-{uuid.uuid4().hex[:8]}"  # signatures are unique: one table for all
+        self.ddb.create_table(**self.tabledefs["IDEMPOTENCY_TABLE"].create_kwargs(self.idempotency))
+        self.wall = WallOffset()
+        self.deps: FaultDeps | None = None  # the schedule's, while it runs
+        self.cs: Any = None
+        self.whmcs: Any = None
+        self.groups: list[int] = []
+        self.product_id = 0
+        self._clients: list[tuple[Any, Any]] = []  # (ComputeStacks, WHMCS) pairs, kept across schedules
+        self._since_restart = 0
+        self._start_sandboxes()
+
+    def _start_sandboxes(self) -> None:
+        from sandboxes.computestacks import ComputeStacksSandbox
+        from sandboxes.whmcs import WhmcsSandbox
+
+        self.cs = ComputeStacksSandbox().start()
+        self.whmcs = WhmcsSandbox().start()
+        self.groups = [int(self.cs.add_user_group(f"group-{i}")["id"]) for i in range(3)]
+        self.product_id = int(self.whmcs.add_product("Cloud Account", module="computestacks")["pid"])
+        self._since_restart = 0
+
+    def _stop_sandboxes(self) -> None:
+        for cs, whmcs in self._clients:
+            cs.close()
+            whmcs.close()
+        self._clients = []
+        for sandbox in (self.cs, self.whmcs):
+            if sandbox is not None:
+                sandbox.stop()
+
+    def clients(self, n: int) -> list[tuple[Any, Any]]:
+        """``n`` pairs of upstream clients for the running sandboxes (building one costs tens of ms: its
+        TLS context), reused by every schedule until the sandboxes restart."""
+        settings = self.settings("unused", "unused")
+        while len(self._clients) < n:
+            self._clients.append((make_cs(settings), make_whmcs(settings)))
+        return self._clients[:n]
+
+    def next_schedule(self) -> None:
+        """Between schedules: fresh request logs; now and then fresh sandboxes altogether."""
+        self._since_restart += 1
+        if self._since_restart >= RESTART_EVERY:
+            self._stop_sandboxes()
+            self._start_sandboxes()
+        self.cs.clear_faults()
+        self.whmcs.clear_faults()
+        self.cs.reset_requests()
+        self.whmcs.reset_requests()
+
+    @contextmanager
+    def patched(self) -> Iterator[None]:
+        """The route handlers use the running schedule's deps; order-credit leases use the moved clock;
+        a concurrent delivery waits a little, not 8 s, for the other one."""
+        import cswhmcs.adapters.dynamo as dynamo
+        import cswhmcs.api as api
+        import cswhmcs.credit as credit
+
+        saved = (api.get_deps, dynamo.time, getattr(credit, "WAIT_FOR_OTHER_DELIVERY_S", None))
+
+        def get_deps() -> Any:
+            assert self.deps is not None, "no schedule is running"
+            return self.deps
+
+        api.get_deps = get_deps  # type: ignore[assignment]
+        dynamo.time = self.wall.module  # type: ignore[assignment]
+        if saved[2] is not None:
+            credit.WAIT_FOR_OTHER_DELIVERY_S = 0.3  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            api.get_deps, dynamo.time = saved[0], saved[1]  # type: ignore[assignment]
+            if saved[2] is not None:
+                credit.WAIT_FOR_OTHER_DELIVERY_S = saved[2]  # type: ignore[attr-defined]
+
+    def new_tables(self) -> tuple[str, str]:
+        suffix = uuid.uuid4().hex[:10]
+        names = (f"fs-accounts-{suffix}", f"fs-ledger-{suffix}")
+        for var, name in zip(("ACCOUNTS_TABLE", "LEDGER_TABLE"), names, strict=True):
+            self.ddb.create_table(**self.tabledefs[var].create_kwargs(name))
+        return names
+
+    def drop_tables(self, names: tuple[str, str]) -> None:
+        for name in names:
+            try:
+                self.ddb.delete_table(TableName=name)
+            except Exception:  # noqa: S110 - best effort: DynamoDB Local is in memory and goes away
+                pass
+
+    def settings(self, accounts: str, ledger: str, **extra: Any) -> Any:
+        from cswhmcs.config import Settings
+
+        return Settings.model_validate({
+            "SIGNING_SECRET": SIGNING_SECRET, "AWS_ENDPOINT_URL_DYNAMODB": self.ddb_endpoint,
+            "ACCOUNTS_TABLE": accounts, "LEDGER_TABLE": ledger, "IDEMPOTENCY_TABLE": self.idempotency,
+            "CS_API_URL": self.cs.url, "CS_API_KEY": self.cs.api_key, "CS_API_SECRET": self.cs.api_secret,
+            "WHMCS_API_URL": self.whmcs.url, "WHMCS_API_IDENTIFIER": self.whmcs.identifier,
+            "WHMCS_API_SECRET": self.whmcs.secret, "CS_TIMEOUT": TIMEOUT, "WHMCS_TIMEOUT": TIMEOUT,
+            "CONNECT_TIMEOUT": TIMEOUT, **extra})
+
+    def close(self) -> None:
+        self._stop_sandboxes()
+        try:
+            self.ddb.delete_table(TableName=self.idempotency)
+        except Exception:  # noqa: S110 - best effort
+            pass
