@@ -43,7 +43,7 @@ class Deps:
     def ddb(self) -> Any:
         from cswhmcs.adapters.dynamo import dynamodb_resource
 
-        return self._get("ddb", lambda: dynamodb_resource(self.settings))
+        return self._get("ddb", lambda: dynamodb_resource(self.settings, for_api=True))
 
     @property
     def accounts(self) -> Any:
@@ -169,6 +169,15 @@ def handle(route: str, action: Action, event: dict[str, Any], context: Any = Non
         refusal = {"code": exc.code, "error": exc.message}  # messages never carry secrets
         return error_response(exc)
     except Exception as exc:  # the last resort: a clear sentence out, the details only in our logs
+        from cswhmcs.adapters.dynamo import storage_failure
+
+        message = storage_failure(exc)
+        if message is not None:
+            # DynamoDB slow or unreachable: the backend's own failure, so 500 internal_error
+            # (API.md's 504 means ComputeStacks or WHMCS did not answer), with what failed; no traceback.
+            refusal = {"code": "internal_error", "error": message}
+            logger.warning("DynamoDB failed to answer", extra={"route": route, "error_type": type(exc).__name__})
+            return response(500, {"result": "error", "message": message, "code": "internal_error"})
         logger.exception("unhandled error", extra={"route": route, "error_type": type(exc).__name__})
         return response(500, {"result": "error", "message": "The backend failed unexpectedly; the error is logged.",
                               "code": "internal_error"})

@@ -175,6 +175,11 @@ def _secret_fields(raw: str | bytes) -> dict[str, str]:
     return {k: str(v) for k, v in data.items() if k in SECRET_KEYS and v is not None}
 
 
+# Secrets Manager client timeouts (every function): see SecretReader.read.
+SECRETS_CONNECT_TIMEOUT = 0.5
+SECRETS_READ_TIMEOUT = 3.0
+
+
 class SecretReader:
     """The configuration secret through Powertools Parameters (``SecretsProvider.get``, what
     ``parameters.get_secret`` uses): cached for ``max_age`` seconds; ``force`` bypasses the cache.
@@ -191,9 +196,15 @@ class SecretReader:
         if self._provider is None:
             import boto3
             from aws_lambda_powertools.utilities.parameters import SecretsProvider
+            from botocore.config import Config
 
-            client = boto3.client("secretsmanager", endpoint_url=self.endpoint) if self.endpoint \
-                else boto3.client("secretsmanager")
+            # Read at the start of API requests (inside their 25 s) and of billing runs: a hanging
+            # Secrets Manager costs ~8 s at most (2 attempts of 0.5 s to connect + 3 s to answer), never
+            # boto3's default 60 s reads with retries; a failed re-read keeps the last good settings.
+            config = Config(connect_timeout=SECRETS_CONNECT_TIMEOUT, read_timeout=SECRETS_READ_TIMEOUT,
+                            retries={"total_max_attempts": 2, "mode": "standard"})
+            client = boto3.client("secretsmanager", endpoint_url=self.endpoint, config=config) if self.endpoint \
+                else boto3.client("secretsmanager", config=config)
             self._provider = SecretsProvider(boto3_client=client)
         value = self._provider.get(self.arn, max_age=self.max_age, force_fetch=force)
         if isinstance(value, bytes):

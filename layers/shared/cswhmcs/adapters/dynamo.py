@@ -6,6 +6,7 @@ Billing keeps its own records in ``cswhmcs.billing.ledger`` (same LedgerTable, i
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,19 +17,78 @@ from typing import Any
 import boto3
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    HTTPClientError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from cswhmcs import deadline
 from cswhmcs.config import Settings
 from cswhmcs.errors import Unauthorized
 
+# Billing (planner, worker: minutes of Lambda time): patient, 5 attempts of up to 10 s each.
 _BOTO_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 4, "mode": "standard"})
+# API routes answer within 25 s whatever happens (API.md section 2), DynamoDB included: 2 attempts at
+# most, 0.5 s to connect (milliseconds inside a region), 3 s to answer (DynamoDB answers in milliseconds;
+# a busy DynamoDB Local in tests within a second), and each attempt's read timeout cut to the request's
+# deadline (``_fit_to_deadline``). One call then takes at most ~8 s without a deadline.
+API_READ_TIMEOUT = 3.0
+API_BOTO_CONFIG = Config(connect_timeout=0.5, read_timeout=API_READ_TIMEOUT,
+                         retries={"total_max_attempts": 2, "mode": "standard"})
+# The upstream deadline of a route (``deadline.current()``) keeps ``ANSWER_RESERVE_SECONDS`` (2 s) for
+# what follows the last upstream answer; DynamoDB attempts may use this much of it. What is left covers
+# a new connection (0.5 s) and one retry backoff of standard mode (< 1 s) before the refusal.
+STORAGE_GRACE_SECONDS = 0.5
+MIN_STORAGE_ATTEMPT_SECONDS = 0.1
 
 
-def dynamodb_resource(settings: Settings) -> Any:
-    kwargs: dict[str, Any] = {"config": _BOTO_CONFIG}
+class StorageTimeout(Exception):
+    """DynamoDB did not answer within the request's time (raised before an attempt that could not fit;
+    nothing more was sent). ``storage_failure`` also recognises botocore's own timeouts."""
+
+    def __init__(self) -> None:
+        super().__init__("DynamoDB did not answer within the request's time.")
+
+
+def dynamodb_resource(settings: Settings, *, for_api: bool = False) -> Any:
+    """The DynamoDB resource; ``for_api``: with the API routes' short timeouts, every attempt inside the
+    current deadline (``cswhmcs.deadline``). Without it: billing's patient ones."""
+    kwargs: dict[str, Any] = {"config": API_BOTO_CONFIG if for_api else _BOTO_CONFIG}
     if settings.AWS_ENDPOINT_URL_DYNAMODB:
         kwargs["endpoint_url"] = settings.AWS_ENDPOINT_URL_DYNAMODB
-    return boto3.resource("dynamodb", **kwargs)
+    resource = boto3.resource("dynamodb", **kwargs)
+    if for_api:
+        resource.meta.client.meta.events.register("before-send.dynamodb", _fit_to_deadline)
+    return resource
+
+
+def _fit_to_deadline(request: Any, **_: Any) -> None:
+    """Before each attempt (retries included): none starts once the request's time is over, and its
+    read timeout is cut to what is left (botocore honours ``read_timeout`` in the request context per
+    request; an older botocore ignores it and the client's 3 s apply)."""
+    left = deadline.current().remaining()
+    if left == math.inf:
+        return
+    left += STORAGE_GRACE_SECONDS
+    if left < MIN_STORAGE_ATTEMPT_SECONDS:
+        raise StorageTimeout()
+    context = getattr(request, "context", None)
+    if isinstance(context, dict):
+        context["read_timeout"] = min(API_READ_TIMEOUT, left)
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """The sentence for the caller when ``exc`` is DynamoDB (or another AWS API) not answering in time
+    or not reachable; None for anything else. Names no secret (nor the endpoint)."""
+    if isinstance(exc, StorageTimeout | ReadTimeoutError | ConnectTimeoutError | ConnectionClosedError):
+        return "The backend's database (DynamoDB) did not answer in time; try again shortly."
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return "The backend's database (DynamoDB) could not be reached; try again shortly."
+    return None
 
 
 def _is_condition_failure(exc: ClientError) -> bool:
@@ -239,26 +299,40 @@ class OrderCreditRecords:
                 return False
             raise
 
-    def claim(self, credit: OrderCredit, body: dict[str, Any], lease_seconds: int = 60) -> bool:
+    def claim(self, credit: OrderCredit, body: dict[str, Any], lease_seconds: int = 60, *,
+              fresh: bool = False) -> bool:
         """Write the intent. True when this caller owns the order's credit now.
 
         An "open" record (an earlier delivery failed before claiming), a "pending" claim older than the
         lease (a crash between claim and AddCredit), an "ambiguous" one (AddCredit timed out), or one
         settled as "nothing"/"refused" (checked again now) may be taken over; the new owner checks WHMCS
-        GetCredits before sending anything.
+        GetCredits before sending anything. ``fresh``: the caller found no record when it started, so it will
+        not ask GetCredits: it may take over only a record no claim ever touched ("open"), never one that a
+        concurrent delivery claimed meanwhile (and whose AddCredit may have arrived).
         """
         now = int(time.time())
+        takeover = Attr("status").eq("open") if fresh else (
+            (Attr("status").eq("pending") & Attr("lease_until").lt(now)) | Attr("status").is_in(list(self.CLAIMABLE)))
         return self._update(
             credit.order_id,
             {"status": "pending", "amount": str(credit.amount), "currency": credit.currency,
              "client_id": credit.client_id, "invoice_id": credit.invoice_id, "lease_until": now + lease_seconds,
              "updated_at": datetime.now(UTC).isoformat(timespec="seconds"), **self._open_fields(credit.order_id, body)},
-            Attr("pk").not_exists()
-            | (Attr("status").eq("pending") & Attr("lease_until").lt(now))
-            | Attr("status").is_in(list(self.CLAIMABLE)),
+            Attr("pk").not_exists() | takeover,
             keep_first={"opened_at": now},
             remove=("note", "last_error"),  # an earlier outcome's words no longer describe this record
         )
+
+    def forget(self, order_id: int) -> bool:
+        """Delete a record that is only "open" (kept by a first delivery before it asked WHMCS, which then
+        found nothing to credit): an order that needs nothing leaves nothing behind. False when it is more."""
+        try:
+            self.table.delete_item(Key=self._key(order_id), ConditionExpression=Attr("status").eq("open"))
+            return True
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
 
     def remember_open(self, order_id: int, body: dict[str, Any], reason: str) -> None:
         """A delivery failed (WHMCS unreachable, 5xx...): keep the order for the sweep, unless settled."""

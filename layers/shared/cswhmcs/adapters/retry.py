@@ -8,7 +8,9 @@ What may be sent again (docs/architecture.md "Error mapping"): nothing that may 
 * Any other failure after sending (read timeout, dropped connection, 5xx, garbage) is retried only when
   the caller says the request is safe to resend (``resend=True``: reads, absolute PATCHes, SSO tokens).
 
-Time (``cswhmcs.deadline``): every attempt's timeout is ``min(configured, remaining)``; no backoff or
+Time (``cswhmcs.deadline``): every attempt's timeout is ``min(configured, remaining)``, and the attempt as a
+whole (connect, headers, body: ``cswhmcs.adapters.bounded``) ends within ``min(connect + read timeout,
+remaining)`` however slowly the upstream drips its answer; no backoff or
 ``Retry-After`` wait is started that does not leave time for the next attempt; a request that must not
 be resent is only sent when a whole attempt (connect + read timeout) still fits, so a deadline never
 turns it into a "maybe applied". When no attempt can start any more, the last failure is raised, or
@@ -30,6 +32,7 @@ from typing import Any, NoReturn, TypeVar
 import httpx
 
 from cswhmcs import deadline
+from cswhmcs.adapters import bounded
 from cswhmcs.adapters.pacing import Pacer, PacingOutOfTime, TokenBucket
 from cswhmcs.errors import DomainError, RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
@@ -147,6 +150,11 @@ class Retrier:
         """The longest one attempt may take: connecting, then waiting for the answer."""
         return self.connect_timeout + self.timeout
 
+    def window_for(self, remaining: float) -> float:
+        """The whole time this attempt may take (connect, send, headers and body): ``attempt_seconds``,
+        cut to what the deadline leaves."""
+        return min(self.attempt_seconds, remaining)
+
     def timeout_for(self, remaining: float) -> httpx.Timeout:
         """This attempt's timeouts: the configured ones, cut to what the deadline leaves."""
         read = min(self.timeout, remaining)
@@ -197,7 +205,10 @@ class Retrier:
                 self._attempts += 1
             try:
                 try:
-                    response = send(self.timeout_for(remaining))
+                    # The attempt as a whole, not only each socket read, ends within its share
+                    # (``cswhmcs.adapters.bounded``): an upstream dripping its answer cannot outlast it.
+                    with bounded.within(self.window_for(remaining)):
+                        response = send(self.timeout_for(remaining))
                 except httpx.TransportError as exc:
                     raise self._transport_failure(exc, mutating=mutating) from exc
                 return interpret(response)
