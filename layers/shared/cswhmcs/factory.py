@@ -71,6 +71,8 @@ class RejectedPairs:
 
     def __contains__(self, item: tuple[str, Pair]) -> bool:
         url, pair = item
+        if not self._rejected:  # the usual case: no fingerprint (PBKDF2) to compute on a function's first call
+            return False
         key = fingerprint(url, pair)
         with self._lock:
             when = self._rejected.get(key)
