@@ -28,11 +28,16 @@ node:
 	@command -v java >/dev/null || { echo "Java 17 is required to run DynamoDB Local: apt-get install -y openjdk-17-jre-headless"; exit 1; }
 	@java -version 2>&1 | head -n1
 
-# php-cli, php-curl and smarty3 test the WHMCS module; installed from Debian's packages when missing.
+# php-cli, php-curl and smarty3 test the WHMCS module; php-illuminate-database (WHMCS's Capsule), mariadb-server,
+# php-mysql and php-sqlite3 run the billing receiver against a real WHMCS-like database. From Debian's packages.
+PHPDEBS := php-cli php-curl smarty3 php-illuminate-database mariadb-server php-mysql php-sqlite3
 debs:
-	@if ! command -v php >/dev/null || ! php -m | grep -qi curl || [ ! -f /usr/share/php/smarty3/Smarty.class.php ]; then \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq php-cli php-curl smarty3; \
-		else echo "Please install php-cli php-curl smarty3 (sudo apt-get install php-cli php-curl smarty3)"; exit 1; fi; \
+	@if ! command -v php >/dev/null || ! php -m | grep -qi curl || [ ! -f /usr/share/php/smarty3/Smarty.class.php ] \
+		|| [ ! -f /usr/share/php/Illuminate/Database/autoload.php ] || ! php -m | grep -qi '^pdo_mysql$$' \
+		|| ! php -m | grep -qi '^pdo_sqlite$$' || { [ ! -x /usr/sbin/mariadbd ] && ! command -v mariadbd >/dev/null; } \
+		|| ! command -v mariadb-install-db >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PHPDEBS); \
+		else echo "Please install $(PHPDEBS) (sudo apt-get install $(PHPDEBS))"; exit 1; fi; \
 	fi
 	@if ! command -v java >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless; \
