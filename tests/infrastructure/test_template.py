@@ -186,3 +186,26 @@ def test_a_deposit_credit_open_for_7_days_is_alarmed(tpl: Template) -> None:
     # The sweep runs in the planner with the daily collection
     events = tpl.resources["BillingPlannerFunction"]["Properties"]["Events"]
     assert json.loads(events["DailyCollect"]["Properties"]["Input"]["Fn::Sub"])["mode"] == "collect"
+
+
+def test_the_billing_receiver_url_is_an_optional_parameter_every_function_gets(tpl: Template) -> None:
+    # API.md section 8: empty (the parameter's default) means the WHMCS API's AddBillableItem path
+    param = tpl.data["Parameters"]["WhmcsReceiverUrl"]
+    assert param["Type"] == "String" and param["Default"] == ""
+    pattern = re.compile(param["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch("https://billing.example.com/modules/servers/computestacks/"
+                                                       "billing.php")
+    assert not pattern.fullmatch("billing.example.com/billing.php")
+    assert "billing.php" in param["Description"]
+    assert tpl.global_env()["WHMCS_RECEIVER_URL"] == {"Ref": "WhmcsReceiverUrl"}
+    # The functions that bill and the connection test see it (no function overrides it)
+    for name in ("BillingWorkerFunction", "BillingPlannerFunction", "TestConnectionFunction"):
+        own = tpl.resources[name]["Properties"].get("Environment", {}).get("Variables", {})
+        assert "WHMCS_RECEIVER_URL" not in own, name
+
+
+def test_a_billing_worker_takes_up_to_100_messages_so_their_lines_go_to_the_receiver_together(tpl: Template) -> None:
+    props = tpl.resources["BillingWorkerFunction"]["Properties"]["Events"]["Work"]["Properties"]
+    assert props["BatchSize"] == 100
+    # SQS requires a batching window for batches over 10
+    assert props["MaximumBatchingWindowInSeconds"] == 5

@@ -77,6 +77,13 @@ class Deps:
         self.settings.require("WHMCS_API_URL", "WHMCS_API_IDENTIFIER", "WHMCS_API_SECRET")
         return self._get("whmcs", lambda: factory.whmcs_client(self.settings))
 
+    @property
+    def receiver(self) -> Any:
+        """The billing receiver's client (API.md section 8), or None when WHMCS_RECEIVER_URL is not set."""
+        from cswhmcs import factory
+
+        return self._get("receiver", lambda: factory.receiver_client(self.settings))
+
 
 @dataclass
 class Request:

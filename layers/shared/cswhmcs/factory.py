@@ -3,8 +3,9 @@ come from.
 
 Every caller (the API routes' ``Deps``, the billing planner and worker, ``build_runtime``, the CLI,
 the open-credit retry) builds its clients here, so a client always has the configured timeouts,
-registers the secret values with the log redaction and, for ComputeStacks, takes its credential pair
-from a ``CredentialSource``:
+registers the secret values with the log redaction, the billing receiver's client (``receiver_client``)
+signs with the SIGNING_SECRET values of the settings it follows (``signing_secrets_for``) and, for
+ComputeStacks, a client takes its credential pair from a ``CredentialSource``:
 
 * ``SecretCredentials`` follows the cached settings (``config.get_settings``: Secrets Manager
   re-read every 5 minutes). After a 401 it re-reads the secret at once, bypassing the cache, and
@@ -32,6 +33,7 @@ from cswhmcs.observability import logger, register_secret_values
 
 if TYPE_CHECKING:
     from cswhmcs.adapters.computestacks import ComputeStacksClient, CredentialSource
+    from cswhmcs.adapters.receiver import ReceiverClient
     from cswhmcs.adapters.whmcs import WhmcsClient
     from cswhmcs.config import Settings, _CachedSettings
 
@@ -207,6 +209,35 @@ def whmcs_client(settings: Settings, *, pacer: Any = None, **kw: Any) -> WhmcsCl
     return WhmcsClient(settings.WHMCS_API_URL, settings.WHMCS_API_IDENTIFIER.get_secret_value(),
                        settings.WHMCS_API_SECRET.get_secret_value(),
                        settings.WHMCS_API_ACCESS_KEY.get_secret_value() or None, pacer=pacer, **kw)
+
+
+# A receiver request carries up to 100 items (each a database transaction in WHMCS): it may take longer than
+# one WHMCS API call, so it gets twice WHMCS_TIMEOUT (20 s by default), within the 25 s every setting keeps to.
+RECEIVER_TIMEOUT_FACTOR = 2.0
+RECEIVER_MAX_TIMEOUT = 25.0
+
+
+def signing_secrets_for(settings: Settings) -> Callable[[], list[bytes]]:
+    """The active SIGNING_SECRET values, read at every call: those of the cached settings when these came
+    from them (a rotated secret is followed, like ``credentials_for``), otherwise these settings' own."""
+    from cswhmcs.config import get_settings
+
+    if get_settings.produced(settings):
+        return lambda: get_settings().signing_secrets()
+    return settings.signing_secrets
+
+
+def receiver_client(settings: Settings, *, pacer: Any = None, **kw: Any) -> ReceiverClient | None:
+    """The billing receiver's client (API.md section 8), or None when WHMCS_RECEIVER_URL is not set."""
+    if not settings.WHMCS_RECEIVER_URL:
+        return None
+    from cswhmcs.adapters.receiver import ReceiverClient
+
+    settings.require("SIGNING_SECRET")
+    register_secret_values(*settings.secret_values())
+    kw.setdefault("timeout", min(RECEIVER_MAX_TIMEOUT, RECEIVER_TIMEOUT_FACTOR * settings.WHMCS_TIMEOUT))
+    kw.setdefault("connect_timeout", settings.CONNECT_TIMEOUT)
+    return ReceiverClient(settings.WHMCS_RECEIVER_URL, signing_secrets_for(settings), pacer=pacer, **kw)
 
 
 def reset() -> None:
