@@ -140,6 +140,11 @@ class Line:
     last_error: str = ""
     billable_id: int | None = None
     reason: str = ""
+    # "receiver": this line may have reached the billing receiver (API.md section 8), so it is only ever
+    # sent again with the same ref through it (never through AddBillableItem, which has no ref). Set when
+    # it is marked sending on that path; cleared when the receiver answered that it created nothing.
+    # Items stored before the field existed read as "".
+    via: str = ""
 
     @property
     def key(self) -> str:
@@ -154,6 +159,9 @@ class Line:
         for k in ("amount", "source_total", "rate", "quantity"):
             d[k] = str(d[k])
         return d
+
+    def copy(self) -> Line:
+        return Line.from_dict(self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Line:
@@ -386,6 +394,35 @@ def carry(state: AccountState, candidate: Candidate) -> bool:
         first.merge(bucket)
         del state.buckets[(bucket.product_id, bucket.key)]
     return True
+
+
+def unclaim(state: AccountState, line: Line) -> None:
+    """Give a claimed line's buckets back to the running totals (the line is dropped). Used when a line
+    turns out to be under 0.01 after all (converted again into the client's real currency): like any
+    sub-cent amount it is carried over. ``last_period`` keeps the line's period, so those rows wait for
+    the next period's line (one line per service, product and period). Mutates ``state``."""
+    for raw in line.buckets:
+        bucket = Bucket.from_dict(raw)
+        key = (bucket.product_id, bucket.key)
+        if key in state.buckets:
+            state.buckets[key].merge(bucket)
+        else:
+            state.buckets[key] = bucket
+    state.lines.pop(line.key, None)
+
+
+def redescribe(description: str, ref: str, conversion: str, *, had_conversion: bool) -> str:
+    """``description`` (as ``describe`` wrote it) with its conversion note replaced by ``conversion``
+    ("" for none): the line is converted again into another currency, everything else stays."""
+    suffix = f" [ref {ref}]"
+    text = description[: -len(suffix)] if description.endswith(suffix) else description
+    if had_conversion:
+        cut = text.rfind("; converted from ")
+        if cut >= 0:
+            text = text[:cut]
+    if conversion:
+        text += f"; {conversion}"
+    return f"{text}{suffix}"
 
 
 def describe(*, product_name: str, product_label: str, first_start: datetime, last_end: datetime, period: str,

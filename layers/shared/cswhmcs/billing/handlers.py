@@ -8,6 +8,10 @@ the settings at each request (``cswhmcs.factory.SecretCredentials``), behind the
 gate (``billing/credentials.py``). Each worker environment gets its own share of the ComputeStacks
 budget (``BillingOptions.cs_rate_per_worker``): with the event source's MaximumConcurrency as the
 divisor, all workers together stay under the limit.
+
+With the billing receiver configured (``WHMCS_RECEIVER_URL``), the worker handles an SQS batch as one
+group (``process_accounts``): the lines of all its accounts go to the receiver together. The receiver is
+the same PHP server as the WHMCS API, so it draws from the same WHMCS bucket.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from cswhmcs.billing.ledger import Ledger
 from cswhmcs.billing.messages import WorkMessage
 from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.planner import PLANNER_MARGIN_SECONDS, lambda_trigger
-from cswhmcs.billing.worker import WORKER_MARGIN_SECONDS, WorkerDeps, process_account
+from cswhmcs.billing.worker import WORKER_MARGIN_SECONDS, AccountResult, WorkerDeps, process_account, process_accounts
 from cswhmcs.config import Settings
 from cswhmcs.observability import logger
 
@@ -46,8 +50,11 @@ def build_worker_deps(settings: Settings) -> WorkerDeps:
     wh_rate, wh_burst = options.whmcs_rate_per_worker()
     ledger = Ledger.from_settings(settings)
     cs, gate = guarded_client(settings, ledger, pacer=TokenBucket(cs_rate, cs_burst))
-    whmcs = factory.whmcs_client(settings, pacer=TokenBucket(wh_rate, wh_burst))
-    return WorkerDeps.from_settings(settings, cs=cs, whmcs=whmcs, ledger=ledger, options=options, cs_gate=gate)
+    whmcs_bucket = TokenBucket(wh_rate, wh_burst)  # shared: the receiver runs on the WHMCS server
+    whmcs = factory.whmcs_client(settings, pacer=whmcs_bucket)
+    receiver = factory.receiver_client(settings, pacer=whmcs_bucket)
+    return WorkerDeps.from_settings(settings, cs=cs, whmcs=whmcs, ledger=ledger, options=options, cs_gate=gate,
+                                    receiver=receiver)
 
 
 class _WorkerDepsCache:
@@ -77,7 +84,7 @@ class _WorkerDepsCache:
 
 
 def _close(deps: WorkerDeps) -> None:
-    for client in (deps.cs, deps.whmcs):
+    for client in (deps.cs, deps.whmcs, deps.receiver):
         close = getattr(client, "close", None)
         if callable(close):
             close()
@@ -88,7 +95,12 @@ _worker_deps = _WorkerDepsCache()
 
 def handle_record(body: str, deps: WorkerDeps) -> dict[str, Any]:
     message = WorkMessage.from_json(body)
-    result = process_account(message, deps)
+    return report_result(message, process_account(message, deps))
+
+
+def report_result(message: WorkMessage, result: AccountResult) -> dict[str, Any]:
+    """Log one account's result; raises ``AccountFailed`` when its message must return to the queue
+    (a credentials stop is acknowledged: see below)."""
     log = {"run": message.run.run_id, "service_id": result.service_id, "cs_user_id": result.cs_user_id,
            "rows": result.rows_absorbed, "lines": [(o.ref, o.status, str(o.amount), o.currency) for o in result.lines]}
     if result.held:  # eligible, but this period's line exists: waits for the next period's line
@@ -120,12 +132,45 @@ def worker_handler(event: dict[str, Any], context: Any, env: Mapping[str, str] |
     from cswhmcs.config import get_settings
 
     worker_deps = deps or _worker_deps(get_settings())
+    if worker_deps.receiver is not None:
+        return handle_batch(event, worker_deps, context)
     processor = BatchProcessor(event_type=EventType.SQS)
     answer = process_partial_response(
         event=event, record_handler=lambda record: _within_time(record.body, worker_deps, context),
         processor=processor, context=context,
     )
     return dict(answer)
+
+
+def handle_batch(event: dict[str, Any], deps: WorkerDeps, context: Any) -> dict[str, Any]:
+    """The receiver path: the whole SQS batch as one group, inside one deadline (the function's remaining
+    time less the margin). The same rules per record as ``handle_record``: a body that is not a work
+    message fails that record; an account not finished returns to the queue; the rest is acknowledged."""
+    failures: list[str] = []
+    parsed: list[tuple[str, WorkMessage]] = []
+    for record in event.get("Records") or []:
+        record_id = str(record.get("messageId", ""))
+        try:
+            parsed.append((record_id, WorkMessage.from_json(record["body"])))
+        except Exception as exc:  # this record only
+            logger.warning("billing work message not understood", extra={"message_id": record_id,
+                                                                         "error_type": type(exc).__name__})
+            failures.append(record_id)
+    if parsed:
+        with deadline.use(deadline.for_lambda(context, margin=WORKER_MARGIN_SECONDS)):
+            try:
+                results = process_accounts([message for _, message in parsed], deps)
+            except Exception as exc:  # every account of the group returns to the queue
+                logger.warning("billing batch failed; its accounts will be retried",
+                               extra={"error_type": type(exc).__name__, "accounts": len(parsed)})
+                results = []
+                failures += [record_id for record_id, _ in parsed]
+        for (record_id, message), result in zip(parsed, results, strict=False):
+            try:
+                report_result(message, result)
+            except AccountFailed:
+                failures.append(record_id)
+    return {"batchItemFailures": [{"itemIdentifier": record_id} for record_id in failures]}
 
 
 def planner_handler(event: dict[str, Any], context: Any, env: Mapping[str, str] | None = None, *, sqs: Any = None,

@@ -258,6 +258,7 @@ class Ledger:
             # A fresh start: a line that needed attention after max_send_attempts refusals would otherwise be
             # reported again at once, never sent, however often the operator asked for it.
             line.status, line.token, line.sending_at, line.reason, line.attempts = PLANNED, "", "", "", 0
+            line.via = ""  # the operator checked WHMCS: it is not there, whichever path sent it before
             line.last_error = "re-send requested by an operator"
             state.lines[line.key] = line
             try:

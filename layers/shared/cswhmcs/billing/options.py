@@ -43,6 +43,9 @@ class BillingOptions:
     max_conflicts: int = 8
     # A daily collection is skipped when a month-end run started this recently (it did the reading).
     collect_skip_after_bill: timedelta = timedelta(hours=12)
+    # In-process runs with the billing receiver: accounts handed to one worker call together, so that
+    # their lines share receiver requests (up to 100 items each), like the accounts of one SQS batch.
+    batch_accounts: int = 50
 
     def cs_rate_per_worker(self) -> tuple[float, int]:
         """``(rate/s, burst)`` of one worker's ComputeStacks bucket: the workers together keep every

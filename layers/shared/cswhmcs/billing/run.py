@@ -1,5 +1,9 @@
 """Run billing in this process: the same planner and worker code as in AWS, with a thread pool in
-place of SQS. Used by ``cswhmcs billing run|preview``, the integration tests and the benchmarks."""
+place of SQS. Used by ``cswhmcs billing run|preview``, the integration tests and the benchmarks.
+
+With the billing receiver (``deps.receiver``), accounts are handed to the pool in groups of
+``BillingOptions.batch_accounts`` (one ``process_accounts`` call each, like one SQS batch), so that their
+lines share receiver requests."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from cswhmcs.billing.messages import BILL, WorkMessage
 from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.planner import Trigger, plan_run
 from cswhmcs.billing.usage import iso, period_of
-from cswhmcs.billing.worker import AccountResult, LineOutcome, WorkerDeps, process_account
+from cswhmcs.billing.worker import AccountResult, LineOutcome, WorkerDeps, process_account, process_accounts
 from cswhmcs.money import fmt2
 from cswhmcs.observability import logger
 
@@ -56,7 +60,9 @@ class Summary:
     skipped: str = ""
     elapsed: float = 0.0
     cs_requests: int = 0
-    whmcs_requests: int = 0
+    whmcs_requests: int = 0  # the WHMCS API's and the billing receiver's together
+    receiver_requests: int = 0
+    used_receiver: bool = False
 
     @property
     def period(self) -> str:
@@ -152,7 +158,9 @@ class Summary:
             out.append(f"    ... and {len(self.failed) - 50} more failed accounts")
         if self.needs_attention:
             out.append("  see `cswhmcs billing attention` and `cswhmcs billing resolve`")
-        out.append(f"  {self.elapsed:.1f} s, {self.cs_requests} ComputeStacks and {self.whmcs_requests} WHMCS requests")
+        through = f" ({self.receiver_requests} through the billing receiver)" if self.used_receiver else ""
+        out.append(f"  {self.elapsed:.1f} s, {self.cs_requests} ComputeStacks and {self.whmcs_requests} WHMCS "
+                   f"requests{through}")
         return "\n".join(out)
 
 
@@ -160,23 +168,42 @@ class InProcessSink:
     """Runs each message through the worker on a bounded thread pool (the SQS stand-in)."""
 
     def __init__(self, deps: WorkerDeps, summary: Summary, *, concurrency: int, dry_run: bool,
-                 on_result: Callable[[AccountResult], None] | None = None) -> None:
+                 on_result: Callable[[AccountResult], None] | None = None, batch: int = 1) -> None:
         self.deps = deps
         self.summary = summary
         self.dry_run = dry_run
         self.on_result = on_result
+        # Groups of accounts only on the receiver path (a preview sends nothing: one by one).
+        self.grouped = deps.receiver is not None and not dry_run
+        self.batch = max(1, batch)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="billing")
         self._slots = threading.BoundedSemaphore(concurrency * 4)
         self._lock = threading.Lock()
         self._pending: set[Future[None]] = set()
+        self._buffer: list[WorkMessage] = []
 
     def send(self, messages: list[WorkMessage]) -> None:
-        for message in messages:
-            self._slots.acquire()
-            future = self._pool.submit(self._work, message)
+        if not self.grouped:
+            for message in messages:
+                self._submit(self._work, message)
+            return
+        for message in messages:  # the planner's scan threads call this at once
             with self._lock:
-                self._pending.add(future)
-            future.add_done_callback(self._done)
+                self._buffer.append(message)
+                full = self._take() if len(self._buffer) >= self.batch else None
+            if full:
+                self._submit(self._work_group, full)
+
+    def _take(self) -> list[WorkMessage]:
+        taken, self._buffer = self._buffer, []
+        return taken
+
+    def _submit(self, work: Callable[[Any], None], arg: Any) -> None:
+        self._slots.acquire()
+        future = self._pool.submit(work, arg)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
 
     def _done(self, future: Future[None]) -> None:
         with self._lock:
@@ -191,12 +218,29 @@ class InProcessSink:
                                                              "error": type(exc).__name__})
             result = AccountResult(message.account.service_id, message.account.cs_user_id,
                                    error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        self._record(result)
+
+    def _work_group(self, messages: list[WorkMessage]) -> None:
+        try:
+            results = process_accounts(messages, self.deps)
+        except Exception as exc:  # the group's accounts are reported failed; the next run retries them
+            logger.warning("billing accounts failed", extra={"accounts": len(messages), "error": type(exc).__name__})
+            results = [AccountResult(m.account.service_id, m.account.cs_user_id,
+                                     error=f"{type(exc).__name__}: {str(exc)[:200]}") for m in messages]
+        for result in results:
+            self._record(result)
+
+    def _record(self, result: AccountResult) -> None:
         with self._lock:
             self.summary.add(result)
         if self.on_result is not None:
             self.on_result(result)
 
     def flush(self) -> None:
+        with self._lock:
+            rest = self._take()
+        if rest:
+            self._submit(self._work_group, rest)
         self._pool.shutdown(wait=True)
 
 
@@ -211,16 +255,18 @@ def run_billing(*, as_of: datetime, ledger: Ledger, accounts: Any, deps: WorkerD
     trigger = Trigger(kind=kind, as_of=as_of.replace(microsecond=0))
     summary = Summary(run_id=trigger.run_id, as_of=trigger.as_of, dry_run=dry_run, kind=kind,
                       keep_lines=keep_lines)
-    cs0, wh0 = _count(deps.cs), _count(deps.whmcs)
+    cs0, wh0, rc0 = _count(deps.cs), _count(deps.whmcs), _count(deps.receiver)
     sink = InProcessSink(deps, summary, concurrency=concurrency or options.concurrency, dry_run=dry_run,
-                         on_result=on_result)
+                         on_result=on_result, batch=options.batch_accounts)
     result = plan_run(trigger, ledger=None if dry_run else ledger, accounts=accounts, whmcs=deps.whmcs,
                       sink=sink, options=options, force=True, on_page=on_planned)
     summary.skipped = result.skipped
     summary.open_attention = ledger.count_attention()
     summary.elapsed = time.monotonic() - started
     summary.cs_requests = _count(deps.cs) - cs0
-    summary.whmcs_requests = _count(deps.whmcs) - wh0
+    summary.receiver_requests = _count(deps.receiver) - rc0
+    summary.whmcs_requests = _count(deps.whmcs) - wh0 + summary.receiver_requests
+    summary.used_receiver = deps.receiver is not None and not dry_run
     return summary
 
 
@@ -238,18 +284,22 @@ class Runtime:
     options: BillingOptions
 
     def close(self) -> None:
-        for client in (self.deps.cs, self.deps.whmcs):
+        for client in (self.deps.cs, self.deps.whmcs, self.deps.receiver):
             close = getattr(client, "close", None)
             if callable(close):
                 close()
 
 
+_BUILD = object()  # build_runtime(receiver=...) not given: from the settings
+
+
 def build_runtime(settings: Any, *, options: BillingOptions | None = None, cs: Any = None, whmcs: Any = None,
-                  resource: Any = None, **deps_kw: Any) -> Runtime:
+                  resource: Any = None, receiver: Any = _BUILD, **deps_kw: Any) -> Runtime:
     """In-process wiring. One process shares one ComputeStacks bucket (the whole budget) and one WHMCS
     bucket between its threads; ``concurrency`` threads work on accounts at once. The clients come from
     ``cswhmcs.factory``; the ComputeStacks one behind a credential gate kept in memory (one process
-    is the run's only worker: at most 2 failed logins per run, see billing/credentials.py)."""
+    is the run's only worker: at most 2 failed logins per run, see billing/credentials.py). The billing
+    receiver (``WHMCS_RECEIVER_URL``; None: not used) draws from the WHMCS bucket; tests pass ``receiver``."""
     from cswhmcs import factory
     from cswhmcs.adapters.dynamo import AccountsRepo, dynamodb_resource
     from cswhmcs.adapters.pacing import TokenBucket
@@ -262,10 +312,14 @@ def build_runtime(settings: Any, *, options: BillingOptions | None = None, cs: A
         cs, gate = guarded_client(settings, MemoryCredentialStore(),
                                   pacer=TokenBucket((budget - burst) / options.cs_window, burst))
         deps_kw.setdefault("cs_gate", gate)
+    whmcs_bucket = TokenBucket(options.whmcs_rate, options.whmcs_burst)
     if whmcs is None:
-        whmcs = factory.whmcs_client(settings, pacer=TokenBucket(options.whmcs_rate, options.whmcs_burst))
+        whmcs = factory.whmcs_client(settings, pacer=whmcs_bucket)
+    if receiver is _BUILD:
+        receiver = factory.receiver_client(settings, pacer=whmcs_bucket)
     resource = resource or dynamodb_resource(settings)
     ledger = Ledger.from_settings(settings, resource, **({"clock": deps_kw["clock"]} if "clock" in deps_kw else {}))
     accounts = AccountsRepo.from_settings(settings, resource)
-    deps = WorkerDeps.from_settings(settings, cs=cs, whmcs=whmcs, ledger=ledger, options=options, **deps_kw)
+    deps = WorkerDeps.from_settings(settings, cs=cs, whmcs=whmcs, ledger=ledger, options=options, receiver=receiver,
+                                    **deps_kw)
     return Runtime(ledger=ledger, accounts=accounts, deps=deps, options=options)

@@ -15,6 +15,14 @@ D. Send each claimed line: ``sending`` (conditional) -> AddBillableItem -> ``don
 Every write to the account's state item is conditional on its version, so duplicate deliveries and
 concurrent runs serialise; a row is absorbed once and a line is sent at most once.
 
+Through the billing receiver (``deps.receiver``, WHMCS_RECEIVER_URL; ``process_accounts``): steps A-C
+are the same, but every line to send (planned, or left ``sending`` on this path longer than the lease)
+is marked ``sending`` in one write per account; the lines of all the accounts of the call then go to the
+receiver together (up to 100 per request) and each answer is recorded. Every send is safe to repeat (a
+ref creates at most one item), so an unknown outcome puts the lines back to ``planned`` (not counted)
+instead of needing attention; only definite refusals are counted. docs/billing.md, "Sending through
+the billing receiver".
+
 Time: the worker runs inside a deadline (``cswhmcs.deadline``; the Lambda handler sets it to the
 function's remaining time less a margin). A line is only marked ``sending`` when one whole WHMCS
 attempt still fits; otherwise, or when WHMCS throttles longer than we may wait, the account is released
@@ -25,7 +33,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -51,6 +59,8 @@ from cswhmcs.billing.grouping import (
     held,
     line_ref,
     needs_rows,
+    redescribe,
+    unclaim,
 )
 from cswhmcs.billing.ledger import Ledger, StateConflict
 from cswhmcs.billing.messages import BILL, RunContext, WorkMessage
@@ -66,6 +76,7 @@ from cswhmcs.errors import (
     UpstreamTimeout,
 )
 from cswhmcs.money import cents
+from cswhmcs.observability import logger
 
 CENT = Decimal("0.01")
 # Kept from the Lambda's remaining time for what follows the last upstream answer (ledger writes, the
@@ -74,6 +85,17 @@ WORKER_MARGIN_SECONDS = 10.0
 RELEASED = "released"  # not sent after all (no time left, or throttled): back to planned, not counted
 OUT_OF_TIME = ("Not enough of this invocation's time was left to send a billable item to WHMCS; "
                "the account will be retried.")
+
+
+RECEIVER = "receiver"  # Line.via of lines sent through the billing receiver
+VIA_RECEIVER_REASON = ("it was sent through the billing receiver, which is not configured now (WHMCS_RECEIVER_URL): "
+                       "it may or may not have been created; search WHMCS billable items for [ref {ref}], or set "
+                       "WHMCS_RECEIVER_URL again and resolve it with --resend (safe through the receiver)")
+
+
+def _refused_reason(line: Line) -> str:
+    return (f"WHMCS refused it {line.attempts} times (last: {line.last_error}); it was not created: fix the cause, "
+            "then resolve it with --resend")
 
 
 class BillingAborted(Exception):
@@ -99,6 +121,10 @@ class WorkerDeps:
     # The run-level ComputeStacks credential stop (billing/credentials.py RunCredentialGate): checked
     # before each account; None: not guarded (tests with fakes).
     cs_gate: Any = None
+    # The module's billing receiver (adapters/receiver.py ReceiverClient, API.md section 8), when
+    # WHMCS_RECEIVER_URL is set: ``process_accounts`` then sends every line through it (safe to repeat).
+    # None: the WHMCS API's AddBillableItem, exactly as without it.
+    receiver: Any = None
     _client_currency: dict[int, str] = field(default_factory=dict)  # bounded: see client_currency
     _currencies: CurrencyTable | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -116,16 +142,23 @@ class WorkerDeps:
 
     def client_currency(self, client_id: int, run: RunContext) -> str:
         """The WHMCS client's currency code, read once per process (services of one client share it)."""
-        with self._lock:
-            code = self._client_currency.get(client_id)
+        code = self.known_client_currency(client_id)
         if code is None:
             code = self.currency_table(run).code_of(self.whmcs.get_client(client_id))
-            with self._lock:
-                if len(self._client_currency) >= self.CLIENT_CACHE:
-                    for key in list(self._client_currency)[: self.CLIENT_CACHE // 2]:  # oldest half
-                        del self._client_currency[key]
-                self._client_currency[client_id] = code
+            self.remember_client_currency(client_id, code)
         return code
+
+    def known_client_currency(self, client_id: int) -> str | None:
+        """The WHMCS client's currency code if this process has learnt it (read, or told by the receiver)."""
+        with self._lock:
+            return self._client_currency.get(client_id)
+
+    def remember_client_currency(self, client_id: int, code: str) -> None:
+        with self._lock:
+            if client_id not in self._client_currency and len(self._client_currency) >= self.CLIENT_CACHE:
+                for key in list(self._client_currency)[: self.CLIENT_CACHE // 2]:  # oldest half
+                    del self._client_currency[key]
+            self._client_currency[client_id] = code.upper()
 
     def currency_table(self, run: RunContext) -> CurrencyTable:
         if run.currencies:
@@ -383,7 +416,7 @@ class AccountWorker:
         if self.account.client_id is None:
             raise ConfigurationError(f"Service #{self.account.service_id} has no WHMCS client id in its mapping.")
         source = state.cs_currency or ""
-        target = self.d.client_currency(self.account.client_id, self.run)
+        target = self._target_currency(self.account.client_id, state)
         table = self.d.currency_table(self.run) if source != target else CurrencyTable([])
         lines = []
         now = iso(self.d.clock())
@@ -415,6 +448,10 @@ class AccountWorker:
             changed = True
         return changed, lines
 
+    def _target_currency(self, client_id: int, state: AccountState) -> str:
+        """The WHMCS client's currency, in which its lines are billed (GetClientsDetails, once per process)."""
+        return self.d.client_currency(client_id, self.run)
+
     def _collect_and_claim(self) -> list[str]:
         for _ in range(self.d.options.max_conflicts):
             state = self._load()
@@ -444,9 +481,13 @@ class AccountWorker:
                 self.result.lines.append(LineOutcome.of(line, "in_flight"))
                 return
             if line.attempts >= self.d.options.max_send_attempts:
-                if not self._to_attention(state, key, line, f"WHMCS refused it {line.attempts} times (last: "
-                                          f"{line.last_error}); it was not created: fix the cause, then resolve "
-                                          "it with --resend"):
+                if not self._to_attention(state, key, line, _refused_reason(line)):
+                    continue
+                return
+            if line.via == RECEIVER:
+                # It may have reached the billing receiver (which is no longer configured): AddBillableItem
+                # has no ref, so sending it here could bill it twice.
+                if not self._to_attention(state, key, line, VIA_RECEIVER_REASON.format(ref=line.ref)):
                     continue
                 return
             if deadline.current().remaining() < max(MIN_ATTEMPT_SECONDS, attempt_seconds(self.d.whmcs)):
@@ -550,5 +591,362 @@ class AccountWorker:
 
 
 def process_account(message: WorkMessage, deps: WorkerDeps, *, dry_run: bool = False) -> AccountResult:
+    """One account. With a receiver (and not a preview) it goes the receiver's way, so that no caller
+    mixes the two paths: a line that may have reached the receiver is never sent by AddBillableItem."""
+    if deps.receiver is not None and not dry_run:
+        return _ReceiverBatch(deps, [message]).process()[0]
     return AccountWorker(deps, message, dry_run=dry_run).process()
 
+
+
+# ---------------------------------------------------------------------- through the billing receiver
+
+# Currency refusals converted again with fresh rates and sent again within one call; a line still
+# refused after these is a definite failure (counted, like any other refusal).
+MAX_RECONVERSIONS = 2
+RECEIVER_LOST = ("The billing receiver's answer was lost or it could not be asked ({why}); the lines will be sent "
+                 "again with the same ref (safe: a ref creates at most one billable item).")
+RECEIVER_REFUSED = "The billing receiver refused a billable item; it will be sent again."
+
+
+@dataclass
+class _Marked:
+    """One line marked ``sending`` by this call (``token``): what is sent, and whose it is."""
+
+    worker: ReceiverAccountWorker
+    key: str
+    token: str
+    line: Line
+
+    def item(self) -> Any:
+        from cswhmcs.adapters.receiver import ReceiverItem
+
+        line = self.line
+        return ReceiverItem(ref=line.ref, client_id=line.client_id, description=line.description,
+                            amount=line.amount, currency=line.currency, quantity=line.quantity,
+                            unit=line.unit_mode, invoice_action=line.invoice_action,
+                            due_date=line.due_date or None)
+
+
+class ReceiverAccountWorker(AccountWorker):
+    """One account on the receiver path (docs/billing.md, "Sending through the billing receiver").
+
+    The same steps and conditional writes as ``AccountWorker``, except that sending is split: ``prepare``
+    marks every line to send ``sending`` in one write (``_ReceiverBatch`` then sends the lines of all its
+    accounts together), and the ``settle_*`` methods record each answer. A lost answer is not a
+    "needs attention": the same ref is sent again, and the receiver answers ``existing``.
+    """
+
+    def __init__(self, deps: WorkerDeps, message: WorkMessage) -> None:
+        super().__init__(deps, message)
+        self.marked: list[_Marked] = []
+
+    def guarded(self, step: Callable[[], Any]) -> Any:
+        """Run one step of this account; a failure of it ends this account only (it is retried)."""
+        try:
+            return step()
+        except BillingAborted as exc:
+            self.result.error = self.result.error or str(exc)
+        except DomainError as exc:
+            self.result.error = self.result.error or exc.message
+        except Exception as exc:  # e.g. DynamoDB refusing: this account fails, the others go on
+            logger.warning("billing account failed", extra={"service_id": self.account.service_id,
+                                                            "error": type(exc).__name__})
+            self.result.error = self.result.error or f"{type(exc).__name__}: {str(exc)[:200]}"
+        return None
+
+    # ------------------------------------------------------------------ A-C and the mark
+
+    def prepare(self) -> None:
+        def steps() -> None:
+            if self.d.cs_gate is not None:  # raises when the run may not use ComputeStacks (now)
+                self.d.cs_gate.check(self.run.run_id)
+            self._receiver_open_lines()
+            self._collect_and_claim()
+            self._mark()
+
+        self.guarded(steps)
+
+    def _receiver_open_lines(self) -> None:
+        """Lines needing an operator: refused too often, or left ``sending`` by the API path (the
+        receiver cannot know about an AddBillableItem). The others are marked by ``_mark``."""
+        state = self._load()
+        for key in sorted(state.lines):
+            line = state.lines[key]
+            if line.status == PLANNED and line.attempts >= self.d.options.max_send_attempts:
+                self._give_up(key)
+            elif line.status == SENDING and line.via != RECEIVER:
+                self._check_sending(key)
+
+    def _give_up(self, key: str) -> None:
+        for _ in range(self.d.options.max_conflicts):
+            state = self._load()
+            line = state.lines.get(key)
+            if line is None or line.status != PLANNED or line.attempts < self.d.options.max_send_attempts:
+                return
+            if self._to_attention(state, key, line, _refused_reason(line)):
+                return
+        raise BillingAborted("The account's billing state kept changing; it will be retried.")
+
+    def _target_currency(self, client_id: int, state: AccountState) -> str:
+        """No GetClientsDetails on this path: the receiver checks the currency and, when it is not the
+        client's, says which it is (``reconvert``). Until then: what this process learnt, else the
+        mapping's (the client's currency when the service was created), else the user's."""
+        code = self.d.known_client_currency(client_id) or self.account.currency or state.cs_currency
+        if not code:
+            raise ConfigurationError(f"ComputeStacks user #{self.account.cs_user_id} has no currency.")
+        return code.upper()
+
+    def _fits(self) -> bool:
+        return deadline.current().remaining() >= max(MIN_ATTEMPT_SECONDS, attempt_seconds(self.d.receiver))
+
+    def _mark(self) -> None:
+        """Every line to send -> ``sending`` (one token, ``via=receiver``) in one conditional write:
+        planned lines, and ``sending`` ones of this path left longer than the lease (sent again with
+        the same ref: safe). Attempts are counted only when the receiver refuses."""
+        for _ in range(self.d.options.max_conflicts):
+            state = self._load()
+            todo: list[str] = []
+            flying: list[str] = []
+            for key in sorted(state.lines):
+                line = state.lines[key]
+                if line.status == PLANNED and line.attempts < self.d.options.max_send_attempts:
+                    todo.append(key)
+                elif line.status == SENDING and line.via == RECEIVER:
+                    (todo if self._stale(line) else flying).append(key)
+            token = uuid.uuid4().hex
+            if todo:
+                if not self._fits():
+                    raise BillingAborted(OUT_OF_TIME)  # before "sending": nothing is left half-sent
+                stamp = iso(self.d.clock())
+                for key in todo:
+                    line = state.lines[key]
+                    line.status, line.token, line.sending_at, line.via = SENDING, token, stamp, RECEIVER
+                try:
+                    self._save(state)
+                except StateConflict:
+                    continue
+            self.result.lines += [LineOutcome.of(state.lines[key], "in_flight") for key in flying]
+            self.marked = [_Marked(self, key, token, state.lines[key].copy()) for key in todo]
+            if todo:
+                self.d.faults("send.after_mark")
+            return
+        raise BillingAborted("The account's billing state kept changing; it will be retried.")
+
+    # ------------------------------------------------------------------ answers
+
+    def _settle(self, m: _Marked, outcome: str, *, billable_id: int | None = None, reason: str = "") -> None:
+        """Record one answer: ``DONE``, ``RELEASED`` (unknown / not sent: planned again, not counted) or
+        "failed" (a definite refusal: planned again, counted)."""
+        for _ in range(self.d.options.max_conflicts):
+            state = self._load()
+            line = state.lines.get(m.key)
+            if line is None or line.token != m.token:
+                # Another worker moved it meanwhile (its own send, or a report): a success settles a report.
+                if outcome == DONE and billable_id is not None:
+                    record = self.d.ledger.get_line(self.account.cs_user_id, m.line.period, m.line.product_id)
+                    if record is not None and record.status == ATTENTION:
+                        self.d.ledger.mark_done_late(record, billable_id)
+                        record.billable_id = billable_id
+                        self.result.lines.append(LineOutcome.of(record, "created", reason))
+                return
+            try:
+                if outcome == DONE:
+                    line.status, line.billable_id, line.token = DONE, billable_id, ""
+                    del state.lines[m.key]
+                    self._save(state, line)
+                    self.result.lines.append(LineOutcome.of(line, "created", reason))
+                elif outcome == RELEASED:
+                    line.status, line.token, line.sending_at = PLANNED, "", ""
+                    self._save(state)
+                    self.result.error = self.result.error or reason
+                else:
+                    line.status, line.token, line.sending_at, line.last_error = PLANNED, "", "", reason
+                    line.attempts += 1
+                    self._save(state)
+                    self.result.lines.append(LineOutcome.of(line, "failed", reason))
+            except StateConflict:
+                continue
+            self.d.faults("send.after_finish")
+            return
+        raise BillingAborted("The account's billing state kept changing; it will be retried.")
+
+    def settle(self, m: _Marked, outcome: str, *, billable_id: int | None = None, reason: str = "") -> None:
+        self.guarded(lambda: self._settle(m, outcome, billable_id=billable_id, reason=reason))
+
+    def reconvert(self, m: _Marked, code: str, fresh: CurrencyTable) -> _Marked | None:
+        """The receiver refused the line's currency: the same ref, converted from the ComputeStacks
+        amount into the client's currency ``code`` with fresh rates, marked ``sending`` again (or left
+        planned when no attempt fits any more). None when it is not to be sent again in this call."""
+        result: _Marked | None = self.guarded(lambda: self._reconvert(m, code, fresh))
+        return result
+
+    def _reconvert(self, m: _Marked, code: str, fresh: CurrencyTable) -> _Marked | None:
+        code = code.upper()
+        self.d.remember_client_currency(m.line.client_id, code)
+        for _ in range(self.d.options.max_conflicts):
+            state = self._load()
+            line = state.lines.get(m.key)
+            if line is None or line.token != m.token:
+                return None  # moved meanwhile; refused: nothing was created, nothing to record
+            try:
+                exact, factor = fresh.convert(line.source_total, line.source_currency, code)
+            except DomainError as exc:  # e.g. WHMCS lists no such currency: counted like a refusal
+                self._settle(m, "failed", reason=exc.message)
+                return None
+            if exact < CENT:
+                # Under a cent in the client's real currency: carried over like any sub-cent amount.
+                unclaim(state, line)
+                try:
+                    self._save(state)
+                except StateConflict:
+                    continue
+                self.result.carried.append((line.product_name, exact, code))
+                return None
+            had = line.source_currency.upper() != line.currency.upper()
+            note = conversion_note(line.source_total, line.source_currency, code, factor) \
+                if line.source_currency.upper() != code else ""
+            line.description = redescribe(line.description, line.ref, note, had_conversion=had)
+            line.amount, line.currency, line.rate = cents(exact), code, factor
+            fits = self._fits()
+            token = uuid.uuid4().hex if fits else ""
+            line.status = SENDING if fits else PLANNED
+            line.token, line.sending_at = token, iso(self.d.clock()) if fits else ""
+            try:
+                self._save(state)
+            except StateConflict:
+                continue
+            if not fits:
+                self.result.error = self.result.error or OUT_OF_TIME
+                return None
+            self.d.faults("send.after_mark")
+            return _Marked(self, m.key, token, line.copy())
+        raise BillingAborted("The account's billing state kept changing; it will be retried.")
+
+    def conclude(self) -> AccountResult:
+        if self.result.error is None and any(o.status == "failed" for o in self.result.lines):
+            self.result.error = RECEIVER_REFUSED
+        return self.result
+
+
+class _ReceiverBatch:
+    """The accounts of one ``process_accounts`` call: each prepared (claimed and marked), then all
+    their lines sent together, up to ``MAX_ITEMS`` per request, and each answer recorded."""
+
+    def __init__(self, deps: WorkerDeps, messages: Sequence[WorkMessage]) -> None:
+        self.d = deps
+        self.receiver = deps.receiver
+        self.workers = [ReceiverAccountWorker(deps, m) for m in messages]
+        self._fresh: CurrencyTable | None = None
+
+    def process(self) -> list[AccountResult]:
+        marked: list[_Marked] = []
+        for worker in self.workers:
+            # The lines are sent after every account is prepared: an account is only started while the
+            # sends still fit behind it (a few whole receiver attempts); the rest are retried untouched.
+            if marked and deadline.current().remaining() < self._send_reserve():
+                worker.result.error = OUT_OF_TIME
+                continue
+            worker.prepare()
+            marked += worker.marked
+        for round_ in range(MAX_RECONVERSIONS + 1):
+            if not marked:
+                break
+            marked = self._send_round(marked, last=round_ == MAX_RECONVERSIONS)
+        return [worker.conclude() for worker in self.workers]
+
+    SEND_RESERVE_ATTEMPTS = 3
+
+    def _send_reserve(self) -> float:
+        return self.SEND_RESERVE_ATTEMPTS * max(MIN_ATTEMPT_SECONDS, attempt_seconds(self.receiver))
+
+    def _send_round(self, marked: list[_Marked], *, last: bool) -> list[_Marked]:
+        size = max(1, int(getattr(self.receiver, "MAX_ITEMS", 100)))
+        again: list[_Marked] = []
+        for start in range(0, len(marked), size):
+            again += self._send_chunk(marked[start:start + size], last=last)
+        return again
+
+    def _call(self, chunk: list[_Marked]) -> tuple[list[Any] | None, BaseException | None]:
+        try:
+            return list(self.receiver.send([m.item() for m in chunk])), None
+        except Exception as exc:  # judged by the caller
+            return None, exc
+        finally:
+            self.d.faults("send.after_call")
+
+    def _send_chunk(self, chunk: list[_Marked], *, last: bool) -> list[_Marked]:
+        from cswhmcs.adapters.receiver import ReceiverBadRequest
+
+        sendable: list[_Marked] = []
+        for m in chunk:
+            try:
+                m.item().to_json()
+            except ValueError as bad:  # the receiver could only refuse it: never sent, counted
+                m.worker.settle(m, "failed", reason=f"not sent to the billing receiver: {bad}")
+            else:
+                sendable.append(m)
+        chunk = sendable
+        if not chunk:
+            return []
+        answers, exc = self._call(chunk)
+        if isinstance(exc, ReceiverBadRequest):
+            # The whole body was refused, nothing written: find the item(s) it is about, so that the
+            # others are not counted as refused with it.
+            if len(chunk) > 1:
+                half = len(chunk) // 2
+                return self._send_chunk(chunk[:half], last=last) + self._send_chunk(chunk[half:], last=last)
+            chunk[0].worker.settle(chunk[0], "failed", reason=exc.message)
+            return []
+        if exc is not None or answers is None:
+            why = exc.message if isinstance(exc, DomainError) else f"unexpected {type(exc).__name__}"
+            for m in chunk:
+                m.worker.settle(m, RELEASED, reason=RECEIVER_LOST.format(why=why.rstrip(".")))
+            return []
+        by_ref: dict[str, Any] = {}
+        for answer in answers:
+            by_ref.setdefault(str(answer.ref), answer)
+        again: list[_Marked] = []
+        for m in chunk:
+            answer = by_ref.get(m.line.ref)
+            status = getattr(answer, "status", None)
+            if answer is None or (status in ("created", "existing") and answer.billable_id is None):
+                m.worker.settle(m, RELEASED, reason=RECEIVER_LOST.format(why="no answer for this item"))
+            elif status in ("created", "existing"):
+                m.worker.settle(m, DONE, billable_id=int(answer.billable_id),
+                                reason="existing" if status == "existing" else "")
+            elif status == "refused" and answer.code == "currency_mismatch" and not last:
+                nxt = self._reconvert(m, answer)
+                if nxt is not None:
+                    again.append(nxt)
+            else:
+                message = str(getattr(answer, "message", "") or "") or "refused by the billing receiver"
+                m.worker.settle(m, "failed", reason=f"billing receiver: {message}")
+        return again
+
+    def _reconvert(self, m: _Marked, answer: Any) -> _Marked | None:
+        """Fresh rates (read once per call) and the client's currency (from the answer, else WHMCS)."""
+        try:
+            fresh = self.fresh_rates()
+            code = str(answer.currency or "").strip().upper()
+            if not code:
+                code = fresh.code_of(self.d.whmcs.get_client(m.line.client_id))
+        except DomainError as exc:  # WHMCS could not tell now: sent again later, not counted
+            m.worker.settle(m, RELEASED, reason=f"The line must be converted again, but {exc.message}")
+            return None
+        return m.worker.reconvert(m, code, fresh)
+
+    def fresh_rates(self) -> CurrencyTable:
+        if self._fresh is None:
+            self._fresh = CurrencyTable.from_whmcs(self.d.whmcs.get_currencies())
+        return self._fresh
+
+
+def process_accounts(messages: Sequence[WorkMessage], deps: WorkerDeps) -> list[AccountResult]:
+    """Several accounts at once (results in message order). Without a receiver: ``process_account``
+    for each. With one (``deps.receiver``): each account claimed and marked as usual, then the lines
+    of all of them sent to the receiver together (``MAX_ITEMS`` per request), so that a month-end costs
+    about one WHMCS request per ~50 lines instead of one per line plus one per account."""
+    if deps.receiver is None:
+        return [process_account(m, deps) for m in messages]
+    return _ReceiverBatch(deps, messages).process()
