@@ -2,19 +2,94 @@
 
 DynamoDB Local + the ComputeStacks and WHMCS sandboxes (seeded with demo data) + `cswhmcs serve` on
 port 3000, and a ready-to-paste signed curl. Ctrl-C stops everything.
+
+With MariaDB and php installed it also runs the module's billing receiver (API.md section 8) the way the
+tests do: a throwaway MariaDB holds the WHMCS tables, the WHMCS sandbox keeps its clients, currencies and
+billable items there, and the real `billing.php` is served by `php -S` on the same database with the dev
+signing secret as the server record's Access Hash. WHMCS_RECEIVER_URL points the backend (and `cswhmcs
+billing run` from another shell, via .dev/env.sh) at it, so what the receiver creates is what the sandbox
+shows. Without MariaDB or php the stack runs as before, on the WHMCS API path.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sandboxes.mariadb import MariaDB
+    from sandboxes.receiver import ReceiverServer
+    from sandboxes.whmcsdb import WhmcsDatabase
 
 DEV_SIGNING_SECRET = "dev-signing-secret"  # noqa: S105 - documented local-only secret
 
 
+@dataclass
+class Receiver:
+    """The billing receiver and the database under it (both the sandbox's and the receiver's WHMCS)."""
+
+    mariadb: MariaDB
+    db: WhmcsDatabase
+    server: ReceiverServer
+
+
+def start_receiver(signing_secret: str, stack: ExitStack) -> Receiver | None:
+    """MariaDB + the WHMCS tables + `billing.php` under `php -S`; None (and one line saying why) if this
+    machine cannot run them. Everything started is registered on ``stack`` to be stopped."""
+    from sandboxes.mariadb import MariaDB, MariaDBUnavailable
+    from sandboxes.receiver import ReceiverServer, ReceiverUnavailable
+    from sandboxes.whmcsdb import WhmcsDatabase
+
+    skip = "running without the billing receiver (WHMCS API path)"
+    if shutil.which("php") is None:
+        print(f"make dev: php is not installed (apt-get install php-cli php-mysql php-illuminate-database); {skip}.",
+              file=sys.stderr, flush=True)
+        return None
+    with ExitStack() as partial:  # a failure half-way stops what did start, at once
+        try:
+            mariadb = MariaDB().start()
+        except (MariaDBUnavailable, OSError) as exc:
+            print(f"make dev: MariaDB cannot run here ({_one_line(exc)}); {skip}.", file=sys.stderr, flush=True)
+            return None
+        partial.callback(mariadb.stop)
+        try:
+            mariadb.create_database("whmcs")
+            db = WhmcsDatabase.mariadb(mariadb.socket, "whmcs")
+            partial.callback(db.close)
+            db.create_schema()
+            # One server record per active signing secret: the backend signs with each, any may verify.
+            db.set_servers([s.strip() for s in signing_secret.split(",") if s.strip()])
+            server = ReceiverServer(db, workers=4, port=int(os.environ.get("WHMCS_RECEIVER_PORT", "8083")))
+            server.start()
+        except (ReceiverUnavailable, MariaDBUnavailable, OSError, ImportError) as exc:
+            print(f"make dev: the billing receiver did not start ({_one_line(exc)}); {skip}.", file=sys.stderr,
+                  flush=True)
+            return None
+        except Exception as exc:  # a database error: the stack still runs on the API path
+            print(f"make dev: the WHMCS database did not come up ({type(exc).__name__}: {_one_line(exc)}); {skip}.",
+                  file=sys.stderr, flush=True)
+            return None
+        partial.callback(server.stop)
+        stack.push(partial.pop_all())
+    return Receiver(mariadb, db, server)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
 def main() -> int:
+    with ExitStack() as stack:  # stops everything, in reverse order, however main ends
+        return _run(stack)
+
+
+def _run(stack: ExitStack) -> int:
     from sandboxes.dynamodb_local import DynamoDBLocal, DynamoDBLocalUnavailable
 
     port = int(os.environ.get("PORT", "3000"))
@@ -23,21 +98,31 @@ def main() -> int:
     except DynamoDBLocalUnavailable as exc:
         print(f"make dev: {exc}", file=sys.stderr)
         return 1
+    stack.callback(ddb.stop)
     from sandboxes.computestacks import ComputeStacksSandbox
     from sandboxes.computestacks import seed_demo as seed_cs
     from sandboxes.whmcs import WhmcsSandbox
     from sandboxes.whmcs import seed_demo as seed_whmcs
 
+    signing_secret = os.environ.get("SIGNING_SECRET", DEV_SIGNING_SECRET)
     cs = ComputeStacksSandbox(port=int(os.environ.get("CS_SANDBOX_PORT", "8081"))).start()
-    whmcs = WhmcsSandbox(port=int(os.environ.get("WHMCS_SANDBOX_PORT", "8082"))).start()
+    stack.callback(cs.stop)
+    receiver = start_receiver(signing_secret, stack)
+    whmcs = WhmcsSandbox(port=int(os.environ.get("WHMCS_SANDBOX_PORT", "8082")),
+                         db=receiver.db if receiver else None).start()
+    stack.callback(whmcs.stop)
     seed_cs(cs)
     seed_whmcs(whmcs)
     env = {
         "AWS_ENDPOINT_URL_DYNAMODB": ddb.endpoint,
         "CS_API_URL": cs.url, "CS_API_KEY": cs.api_key, "CS_API_SECRET": cs.api_secret,
         "WHMCS_API_URL": whmcs.url, "WHMCS_API_IDENTIFIER": whmcs.identifier, "WHMCS_API_SECRET": whmcs.secret,
-        "SIGNING_SECRET": os.environ.get("SIGNING_SECRET", DEV_SIGNING_SECRET),
+        "SIGNING_SECRET": signing_secret,
     }
+    if receiver is not None:
+        env["WHMCS_RECEIVER_URL"] = receiver.server.url
+    else:
+        os.environ.pop("WHMCS_RECEIVER_URL", None)  # an inherited one would point at nothing
     os.environ.update(env)
     from cswhmcs.cli import main as cli_main
     from cswhmcs.local.server import LocalServer, prepare_environment
@@ -50,13 +135,18 @@ def main() -> int:
     template = Template()
     prepare_environment(template)
     server = LocalServer("127.0.0.1", port, template).start()
+    stack.callback(server.stop)
     linked = _link_demo_accounts(server.url, env["SIGNING_SECRET"])
-    env_file = _write_env_file(env)
+    env_file = _write_env_file(env, unset=() if receiver else ("WHMCS_RECEIVER_URL",))
+    receiver_lines = (f"""
+  Billing receiver         {receiver.server.url}
+                           (billing.php under php -S, 4 workers; Access Hash = the signing secret)
+  WHMCS database           MariaDB, database whmcs on {receiver.mariadb.socket}""" if receiver else "")
     print(f"""
 ComputeStacks integration for WHMCS, running locally:
   API (cswhmcs serve)      {server.url}   signing secret: {env['SIGNING_SECRET']}
   ComputeStacks sandbox    {cs.url}/api/
-  WHMCS sandbox            {whmcs.url}
+  WHMCS sandbox            {whmcs.url}{receiver_lines}
   DynamoDB Local           {ddb.endpoint}
 
 Try it (signed requests are valid for 300 s):
@@ -70,6 +160,12 @@ their external id, as imported accounts are). Month-end billing against this sta
   set -a; . {env_file}; set +a
   .venv/bin/cswhmcs billing preview
   .venv/bin/cswhmcs billing run""", flush=True)
+    if receiver is not None:
+        print(f"""Billable items go through the billing receiver (WHMCS_RECEIVER_URL={receiver.server.url});
+the WHMCS sandbox shows what it created (they share the MariaDB database).""", flush=True)
+    else:
+        print("No billing receiver (MariaDB or php missing): billing uses the WHMCS API's AddBillableItem.",
+              flush=True)
     print("\nCtrl-C stops everything.", flush=True)
 
     stop = False
@@ -82,10 +178,6 @@ their external id, as imported accounts are). Month-end billing against this sta
     signal.signal(signal.SIGTERM, _stop)
     while not stop:
         time.sleep(0.5)
-    server.stop()
-    cs.stop()
-    whmcs.stop()
-    ddb.stop()
     return 0
 
 
@@ -107,8 +199,9 @@ def _link_demo_accounts(url: str, secret: str) -> list[int]:
     return linked
 
 
-def _write_env_file(env: dict[str, str]) -> str:
-    """The local stack's settings (sandbox credentials only) for `cswhmcs billing` in another shell."""
+def _write_env_file(env: dict[str, str], *, unset: tuple[str, ...] = ()) -> str:
+    """The local stack's settings (sandbox credentials only) for `cswhmcs billing` in another shell;
+    ``unset``: variables a previous stack set that must not linger in that shell."""
     from pathlib import Path
 
     path = Path(".dev/env.sh")
@@ -116,7 +209,7 @@ def _write_env_file(env: dict[str, str]) -> str:
     names = ("ACCOUNTS_TABLE", "LEDGER_TABLE", "IDEMPOTENCY_TABLE", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
              "AWS_SECRET_ACCESS_KEY")
     values = {**env, **{n: os.environ[n] for n in names if n in os.environ}}
-    path.write_text("".join(f"{k}='{v}'\n" for k, v in values.items()))
+    path.write_text("".join(f"{k}='{v}'\n" for k, v in values.items()) + "".join(f"unset {k}\n" for k in unset))
     return str(path)
 
 

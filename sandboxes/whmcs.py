@@ -17,6 +17,12 @@ Usage in tests::
         ...  # point a WhmcsClient at sb.url with sb.identifier / sb.secret
 
 Foreground: ``python -m sandboxes.whmcs --port 8082 --seed-demo``.
+
+DB-backed mode (issue 9): ``WhmcsSandbox(db=WhmcsDatabase.mariadb(...))`` writes every currency and client
+through to the WHMCS tables of that database (same ids), and keeps billable items *only* there: its
+``AddBillableItem`` inserts into ``tblbillableitems`` and ``billable_items`` reads that table. So the items
+the real billing receiver (``billing.php`` on the same database) creates are the items the sandbox shows,
+and a test sees one WHMCS whichever path billed. Without ``db`` nothing touches a database.
 """
 
 from __future__ import annotations
@@ -32,11 +38,14 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
 from sandboxes.hang import Hang
+
+if TYPE_CHECKING:
+    from sandboxes.whmcsdb import WhmcsDatabase
 
 API_PATH = "/includes/api.php"
 DEFAULT_IDENTIFIER = "sandbox-identifier-0123456789abcdef"
@@ -101,6 +110,14 @@ def _dec(value: Any) -> Decimal:
 
 def _money(value: Decimal) -> str:
     return format(value.quantize(CENT, rounding=ROUND_HALF_UP), "f")
+
+
+def _plain(value: Any) -> str:
+    """A stored decimal without the column's trailing zeros (``720.0000`` -> ``720``), as it was sent."""
+    text = str(value if value is not None else "0")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
 
 
 def _to_int(value: Any) -> int | None:
@@ -237,6 +254,7 @@ class WhmcsSandbox:
         deny_actions: Iterable[str] = (),
         allowed_ips: Iterable[str] | None = None,
         auth_error_status: int = 403,
+        db: WhmcsDatabase | None = None,
     ) -> None:
         self.host = host
         self._port = port
@@ -261,7 +279,10 @@ class WhmcsSandbox:
         # identifier -> {"secret", "allowed" (lower-case set or None = every action), "deny"}
         self._credentials: dict[str, dict[str, Any]] = {}
 
-        # state
+        # state; with a database, currencies and clients are written through to it and billable items live in it
+        self._db = db
+        if db is not None:
+            db.create_schema()
         self._currencies: dict[int, dict[str, Any]] = {}
         self._clients: dict[int, dict[str, Any]] = {}
         self._products: dict[int, dict[str, Any]] = {}
@@ -463,7 +484,33 @@ class WhmcsSandbox:
     @property
     def billable_items(self) -> list[dict[str, Any]]:
         with self._lock:
+            if self._db is not None:
+                return [self._item_from_row(row) for row in self._db.billable_items()]
             return [dict(i) for i in self._billable_items]
+
+    @property
+    def db(self) -> WhmcsDatabase | None:
+        """The WHMCS database this sandbox writes through to (None: in-memory only)."""
+        return self._db
+
+    def set_receiver_servers(self, access_hashes: list[str]) -> None:
+        """The ComputeStacks server records (their Access Hashes) the billing receiver verifies signatures with."""
+        if self._db is None:
+            raise RuntimeError("set_receiver_servers needs a DB-backed sandbox: WhmcsSandbox(db=WhmcsDatabase...)")
+        self._db.set_servers(access_hashes)
+
+    def _item_from_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """A ``tblbillableitems`` row as the in-memory mode's item dict (same keys; the quantity is ``hours``)."""
+        quantity = _plain(row.get("hours"))
+        return {
+            "id": int(row["id"]), "clientid": int(row["userid"]), "description": row["description"],
+            "amount": str(row["amount"]), "unit": row["unit"], "quantity": quantity,
+            "hours": quantity if not self.is_82_or_later else None, "invoiceaction": row["invoiceaction"],
+            "duedate": str(row["duedate"]) if row.get("duedate") not in (None, "", "0000-00-00") else None,
+            "recur": int(row.get("recur") or 0), "recurcycle": row.get("recurcycle") or "",
+            "recurfor": int(row.get("recurfor") or 0), "invoicecount": int(row.get("invoicecount") or 0),
+            "version": self.version,
+        }
 
     @property
     def credits(self) -> list[dict[str, Any]]:
@@ -527,11 +574,42 @@ class WhmcsSandbox:
             cur: dict[str, Any] = {"id": cid, "code": code.upper(), "prefix": prefix, "suffix": suffix,
                                    "format": str(format), "rate": format_rate(rate)}
             self._currencies[cid] = cur
+            self._store_currency(cur)
             return dict(cur)
 
     def set_currency_rate(self, code: str, rate: str | Decimal) -> None:
         with self._lock:
-            self._currency_by_code(code)["rate"] = format_rate(rate)
+            cur = self._currency_by_code(code)
+            cur["rate"] = format_rate(rate)
+            self._store_currency(cur)
+
+    def set_client_currency(self, client_id: int, currency_code: str) -> None:
+        """Change a client's currency (as an admin can while the client has no invoices)."""
+        with self._lock:
+            cur = self._currency_by_code(currency_code)
+            client = self._clients[client_id]
+            client["currency"], client["currency_code"] = cur["id"], cur["code"]
+            self._store_client(client)
+
+    def set_client_status(self, client_id: int, status: str) -> None:
+        """``Active`` | ``Inactive`` | ``Closed``."""
+        with self._lock:
+            client = self._clients[client_id]
+            client["status"] = status
+            self._store_client(client)
+
+    def _store_currency(self, cur: Mapping[str, Any]) -> None:
+        if self._db is not None:
+            self._db.put_currency(id=cur["id"], code=cur["code"], prefix=cur["prefix"], suffix=cur["suffix"],
+                                  format=int(cur["format"]), rate=cur["rate"],
+                                  default=cur["id"] == min(self._currencies))
+
+    def _store_client(self, client: Mapping[str, Any]) -> None:
+        if self._db is not None:
+            self._db.put_client(id=client["id"], firstname=client["firstname"], lastname=client["lastname"],
+                                email=client["email"], currency=client["currency"], credit=client["credit"],
+                                status=client["status"], companyname=client["companyname"],
+                                country=client["country"])
 
     def add_client(self, firstname: str, lastname: str, email: str, *, currency_code: str = "USD",
                    credit: str | Decimal = "0.00", status: str = "Active", companyname: str = "",
@@ -546,6 +624,7 @@ class WhmcsSandbox:
                 "datecreated": date.today().isoformat(), "groupid": 0,
             }
             self._clients[cid] = client
+            self._store_client(client)
             return dict(client)
 
     def add_product(self, name: str, *, module: str = "computestacks", gid: int = 1, configoption1: str = "",
@@ -968,6 +1047,7 @@ class WhmcsSandbox:
         amount = Decimal(raw)
         balance = Decimal(client["credit"]) + (amount if kind == "add" else -amount)
         client["credit"] = _money(balance)
+        self._store_client(client)
         self._credits.append({
             "id": self._id("credit"), "clientid": client["id"], "date": when or date.today().isoformat(),
             "description": str(params.get("description") or ""),
@@ -1021,6 +1101,12 @@ class WhmcsSandbox:
         raw_amount = str(params.get("amount") if params.get("amount") not in (None, "") else "0.00")
         _dec(raw_amount)  # must at least be a number; stored verbatim
         _dec(quantity)
+        if self._db is not None:  # the item lives in tblbillableitems, beside the receiver's
+            billable_id = self._db.add_billable_item(
+                userid=cid, description=description, hours=quantity, amount=raw_amount, unit=unit,
+                recur=recur or 0, recurcycle=cycle, recurfor=recurfor or 0, invoiceaction=action,
+                duedate=duedate or None, invoicecount=0)
+            return {"result": "success", "billableid": billable_id}
         item = {
             "id": self._id("billable"), "clientid": cid, "description": description, "amount": raw_amount,
             "unit": unit, "quantity": quantity, "hours": quantity if not modern else None,
