@@ -46,8 +46,8 @@ def markdown(figures: list[dict[str, Any]]) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, bool):
             return "yes" if v else "NO"
-        if isinstance(v, float):
-            return f"{v:,.2f}"
+        if isinstance(v, float):  # small figures (0.0105 requests per line) keep 3 significant digits
+            return f"{v:,.2f}" if abs(v) >= 10 or v == 0 else f"{v:.3g}"
         return "" if v is None else str(v)
 
     rows = ["| figure | value | unit | reference | ratio | target | pass |", "|---|---:|---|---:|---:|---|---|"]
