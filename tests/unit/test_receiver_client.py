@@ -416,3 +416,37 @@ def test_a_quantity_with_more_places_than_the_receiver_takes_is_rounded_not_refu
                         invoice_action="duedate", due_date="2026-11-01")
     assert item.to_json()["quantity"] == "730.123456789"
     assert ReceiverItem(**{**item.__dict__, "quantity": Decimal("1E+2")}).to_json()["quantity"] == "100"
+
+
+def test_each_send_logs_its_own_attempts_while_another_thread_retries_through_the_same_client() -> None:
+    import threading
+
+    from cswhmcs.observability import logger
+
+    inside = threading.Event()
+    release = threading.Event()
+
+    def slow_then_fail(request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content)["items"][0]["ref"] == "SLOW-1":
+            inside.set()
+            release.wait(5)
+            return httpx.Response(502, text="proxy")
+        return success(request)
+
+    handler = _Records()
+    base = logging.getLogger(logger.name)
+    base.addHandler(handler)
+    shared = client(Script(slow_then_fail), max_retries=2)
+    try:
+        # One send keeps failing (3 attempts) while another, through the same client, succeeds at once.
+        slow = threading.Thread(target=lambda: pytest.raises(ReceiverUnknownOutcome, shared.send, [item("SLOW-1")]))
+        slow.start()
+        assert inside.wait(5)
+        shared.send([item("FAST-1")])
+        release.set()
+        slow.join(10)
+    finally:
+        base.removeHandler(handler)
+    attempts = {r.getMessage(): r.__dict__.get("attempts") for r in handler.records
+                if r.getMessage().startswith("billing receiver send")}
+    assert attempts == {"billing receiver send": 1, "billing receiver send failed": 3}

@@ -304,18 +304,17 @@ class ReceiverClient:
             raise ValueError(f"at most {self.MAX_ITEMS} items per request, not {len(items)}")
         refs = [item.ref for item in items]
         body = self._body([item.to_json() for item in items])
-        attempts_before = self._retrier.attempts
+        tries = [0]  # this send's own attempts (the retrier's counter is shared by every thread)
         try:
-            answers = self._run(self._retrier, body, refs, whole=True)
+            answers = self._run(self._retrier, body, refs, whole=True, tries=tries)
         except DomainError as exc:
             logger.warning("billing receiver send failed", extra={
                 "items": len(refs), "refs": refs, "error_type": type(exc).__name__,
-                "http_status": getattr(exc, "http_status", None), "attempts": self._retrier.attempts - attempts_before})
+                "http_status": getattr(exc, "http_status", None), "attempts": tries[0]})
             raise
         # ("created" is a LogRecord attribute: the counts are prefixed)
         counts = {f"items_{s}": sum(1 for a in answers if a.status == s) for s in sorted(STATUSES)}
-        logger.info("billing receiver send", extra={"items": len(refs), **counts,
-                                                    "attempts": self._retrier.attempts - attempts_before})
+        logger.info("billing receiver send", extra={"items": len(refs), **counts, "attempts": tries[0]})
         return answers
 
     def ping(self) -> None:
@@ -341,10 +340,13 @@ class ReceiverClient:
         return {"Content-Type": "application/json", TIMESTAMP_HEADER: str(ts),
                 SIGNATURE_HEADER: ",".join(compute_signature(k, ts, ROUTE, body) for k in keys)}
 
-    def _run(self, retrier: Retrier, body: bytes, refs: list[str], *, whole: bool) -> list[ReceiverAnswer]:
+    def _run(self, retrier: Retrier, body: bytes, refs: list[str], *, whole: bool,
+             tries: list[int] | None = None) -> list[ReceiverAnswer]:
         first_keys = self._keys()
 
         def send(timeout: httpx.Timeout) -> httpx.Response:
+            if tries is not None:
+                tries[0] += 1
             # Re-read at every attempt (a rotation in between is followed), re-signed with a fresh timestamp.
             try:
                 keys = [k for k in self._secrets() if k] or first_keys
