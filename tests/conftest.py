@@ -43,6 +43,23 @@ def ddb_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[Any]:
+    """One throwaway MariaDB for the whole run (sandboxes/mariadb.py; ~1 s): the billing receiver's and the
+    DB-backed WHMCS sandbox's database engine. Each test takes a fresh database on it."""
+    from sandboxes.mariadb import MariaDB, MariaDBUnavailable
+    from sandboxes.mariadb import available as mariadb_available
+
+    if not mariadb_available():
+        pytest.skip("MariaDB is not installed (apt-get install mariadb-server php-mysql)")
+    try:
+        server = MariaDB().start()
+    except MariaDBUnavailable as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def template() -> Any:
     from cswhmcs.local.template import Template
 

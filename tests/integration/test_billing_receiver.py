@@ -24,7 +24,7 @@ from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.run import Summary
 from cswhmcs.billing.usage import iso
 from sandboxes.faultproxy import FaultProxy
-from sandboxes.mariadb import MariaDB, MariaDBUnavailable
+from sandboxes.mariadb import MariaDB
 from sandboxes.mariadb import available as mariadb_available
 from sandboxes.receiver import ReceiverServer
 from sandboxes.whmcsdb import WhmcsDatabase
@@ -47,24 +47,16 @@ FAST = BillingOptions(cs_limit=10**7, whmcs_rate=10_000, whmcs_burst=100, concur
 # ---------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def receiver_mariadb() -> Iterator[MariaDB]:
-    try:
-        server = MariaDB().start()
-    except MariaDBUnavailable as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
 
 
 @pytest.fixture
-def whmcs_db(receiver_mariadb: MariaDB) -> Iterator[WhmcsDatabase]:
+def whmcs_db(mariadb_server: MariaDB) -> Iterator[WhmcsDatabase]:
     name = f"whmcs_{uuid.uuid4().hex[:12]}"
-    receiver_mariadb.create_database(name)
-    db = WhmcsDatabase.mariadb(receiver_mariadb.socket, name)
+    mariadb_server.create_database(name)
+    db = WhmcsDatabase.mariadb(mariadb_server.socket, name)
     yield db
     db.close()
-    receiver_mariadb.drop_database(name)
+    mariadb_server.drop_database(name)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from sandboxes.mariadb import MariaDB, MariaDBUnavailable
+from sandboxes.mariadb import MariaDB
 from sandboxes.mariadb import available as mariadb_available
 from sandboxes.receiver import ReceiverServer
 from sandboxes.whmcsdb import WhmcsDatabase
@@ -28,28 +28,20 @@ ALL_OK = ("ComputeStacks and WHMCS both accepted the backend's credentials, and 
           "accepted its signature.")
 
 
-@pytest.fixture(scope="session")
-def receiver_mariadb() -> Iterator[MariaDB]:
-    try:
-        server = MariaDB().start()
-    except MariaDBUnavailable as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
 
 
 @pytest.fixture
-def receiver_db(receiver_mariadb: MariaDB) -> Iterator[WhmcsDatabase]:
+def receiver_db(mariadb_server: MariaDB) -> Iterator[WhmcsDatabase]:
     name = f"whmcs_{uuid.uuid4().hex[:12]}"
-    receiver_mariadb.create_database(name)
-    db = WhmcsDatabase.mariadb(receiver_mariadb.socket, name)
+    mariadb_server.create_database(name)
+    db = WhmcsDatabase.mariadb(mariadb_server.socket, name)
     db.create_schema()
     db.put_currency(id=1, code="USD", prefix="$", suffix=" USD", format=1, rate="1.00000", default=True)
     db.put_client(id=1, firstname="Ann", lastname="Usd", email="ann@example.org", currency=1)
     db.set_servers([SIGNING_SECRET])  # the ComputeStacks server record's Access Hash
     yield db
     db.close()
-    receiver_mariadb.drop_database(name)
+    mariadb_server.drop_database(name)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 
 from cswhmcs.adapters.whmcs import WhmcsApiError, WhmcsClient
 from cswhmcs.signing import compute_signature
-from sandboxes.mariadb import MariaDB, MariaDBUnavailable
+from sandboxes.mariadb import MariaDB
 from sandboxes.whmcs import WhmcsSandbox
 from sandboxes.whmcsdb import WhmcsDatabase
 
@@ -29,25 +29,17 @@ RECEIVER_SECRET = "sandbox-db-test-access-hash-0123456789"  # noqa: S105 - a tes
 ROUTE = "/whmcs/billable-items"
 
 
-@pytest.fixture(scope="session")
-def mariadb() -> Iterator[MariaDB]:
-    try:
-        server = MariaDB().start()
-    except MariaDBUnavailable as exc:
-        pytest.fail(f"{exc}")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
-def db(mariadb: MariaDB) -> Iterator[WhmcsDatabase]:
+def db(mariadb_server: MariaDB) -> Iterator[WhmcsDatabase]:
     """A fresh database per test: ids start at 1 and nothing leaks between tests."""
     name = f"whmcs_{uuid.uuid4().hex[:12]}"
-    mariadb.create_database(name)
-    database = WhmcsDatabase.mariadb(mariadb.socket, name)
+    mariadb_server.create_database(name)
+    database = WhmcsDatabase.mariadb(mariadb_server.socket, name)
     yield database
     database.close()
-    mariadb.drop_database(name)
+    mariadb_server.drop_database(name)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Fixtures for the billing receiver (billing.php) on a real WHMCS-like database.
 
-* ``mariadb_server`` (session): one throwaway MariaDB (sandboxes/mariadb.py), started once per run (~1 s).
+* ``mariadb_server`` (session, tests/conftest.py): one throwaway MariaDB for the whole run (~1 s).
 * ``whmcs_db`` (per test): a fresh, seeded WHMCS database. MariaDB by default; parametrize indirectly with
   ``"sqlite"`` to run on SQLite: ``@pytest.mark.parametrize("whmcs_db", ["mariadb", "sqlite"], indirect=True)``.
   Seed: currencies 1 USD (default) and 2 EUR, clients 1 (USD) and 2 (EUR), one ComputeStacks server record
@@ -25,8 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sandboxes.mariadb import MariaDB, MariaDBUnavailable
-from sandboxes.mariadb import available as mariadb_available
+from sandboxes.mariadb import MariaDB
 from sandboxes.receiver import ReceiverServer
 from sandboxes.whmcsdb import WhmcsDatabase
 
@@ -48,18 +47,6 @@ def seed(db: WhmcsDatabase, access_hashes: Sequence[str] = (RECEIVER_SECRET,)) -
     db.put_client(id=EUR_CLIENT, firstname="Eve", lastname="Eur", email="eve@example.org", currency=2, country="DE")
     db.set_servers(list(access_hashes))
     return db
-
-
-@pytest.fixture(scope="session")
-def mariadb_server() -> Iterator[MariaDB]:
-    if not mariadb_available():
-        pytest.skip("MariaDB is not installed (apt-get install mariadb-server php-mysql)")
-    try:
-        server = MariaDB().start()
-    except MariaDBUnavailable as exc:
-        pytest.fail(str(exc))
-    yield server
-    server.stop()
 
 
 @pytest.fixture
