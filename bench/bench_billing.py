@@ -1,51 +1,78 @@
-"""Month-end billing benchmark (not a test): the real code against its bounds, and a 100k simulation.
+"""Month-end billing benchmark (not a test): the real code against its bounds, against a sequential
+baseline, and a 100k simulation checked against the real code. Figures (API.md section 5, bench/results.json):
+
+* ``billing_bound_ratio_200``: 200 accounts at ComputeStacks' real limit (2,500 requests / 5 min, billing's
+  80 %), 50 ms of latency on every upstream call: wall time / the bound set by latency, concurrency and the
+  rate limits (median over ``--repeats``); target <= 1.1;
+* ``billing_bound_ratio_2000``: the same with 2,000 accounts and every limit x10 (``--scale``: a 30-s window,
+  so that the run is short); target <= 1.2;
+* ``billing_speedup_vs_sequential``: ComputeStacks' own sequential WHMCS billing (``bench/sequential.py``,
+  a faithful re-implementation of the whmcs-ruby gem's algorithm, lighter than the gem where it differs)
+  on the same data, sandboxes and limits as the 2,000-account run: its time for the 2,000 accounts / ours.
+  It runs on an evenly spread sample of ``--baseline`` accounts (``--full``: all of them) and is scaled to
+  the 2,000: it is strictly sequential and unpaced, so its time is the sum of its accounts' times;
+  target >= 10;
+* ``billing_rss_growth``: peak RSS of the billing process at 2,000 accounts / at 200 (same limits); <= 1.2;
+* ``month_end_minutes_100k`` / ``month_end_minutes_100k_safelisted``: simulated minutes after the cut-off
+  until 100,000 accounts are billed, today's design at the template's defaults (8 workers, SQS batches of
+  100, the billing receiver), with ``CS_RATE_LIMIT`` 2,500 and 10,000; targets <= 150 and <= 15;
+* ``peak_cs_requests_per_5min``: the worst 5-minute window of those simulations / ``CS_RATE_LIMIT``; <= 0.8;
+* ``simulation_error``: the simulator given the 2,000-account run's parameters (accounts, workers, buckets,
+  requests per account and the round-trip times measured in that run: the sandboxes' 50 ms plus HTTP and
+  DynamoDB Local on this machine) against its measured wall time: |simulated - measured| / measured; <= 0.1.
 
 Part 1 runs the real planner and worker in-process against DynamoDB Local and both sandboxes (in a
-separate process, so that the memory measured is ours) with 50 ms of latency on every upstream call.
-Each size first gets a daily collection (the month so far), then the last day's usage, then the
-measured month-end run, paced with the real budget (2,500 requests / 5 min per IP, billing's 80 %),
-or with every limit scaled up by ``--scale`` (a time-compressed window) so that big sizes finish soon.
-It prints accounts/s, wall time, the bound set by latency, concurrency and the rate limits, and the
-ratio, the peak requests in any window, 429s, and the peak RSS growth of the run.
+separate process, so that the memory measured is ours). Each size first gets a daily collection (the month
+so far), then the last day's usage, then the measured month-end runs: each on its own copy of the collected
+ledger, so that repeats bill the same state. Part 2 is a discrete-event model of planner, SQS batches,
+C workers with their token buckets and latencies (``simulate``; ``SimParams.cs_limit`` is ``CS_RATE_LIMIT``).
 
-Part 2 simulates 100,000 accounts (a discrete-event model of planner, SQS batches, C workers with their
-own token buckets, latencies): time after the cut-off and peak request rate, with and without the
-daily collection.
-
-    python -m bench.bench_billing [--full] [--sizes 200,2000] [--scale 10] [--latency 0.05]
+    python -m bench billing [--quick] [--full] [--sizes 200,2000] [--repeats 3] [--baseline 200] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import heapq
 import json
 import math
 import multiprocessing as mp
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 CUT_OFF = datetime(2026, 10, 31, 23, tzinfo=UTC)
 COLLECT_AT = datetime(2026, 10, 31, 0, 30, tzinfo=UTC)
+MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)
 CS_LIMIT, CS_WINDOW, CS_SHARE = 2500, 300.0, 0.8
+SAFELISTED_LIMIT = 10_000
 WHMCS_RATE = 30.0
 PRODUCTS = (("containerm", "0.02054795"), ("storage", "0.00068493"))
+TARGETS = {"billing_bound_ratio_200": 1.1, "billing_bound_ratio_2000": 1.2, "billing_speedup_vs_sequential": 10.0,
+           "billing_rss_growth": 1.2, "month_end_minutes_100k": 150.0, "month_end_minutes_100k_safelisted": 15.0,
+           "peak_cs_requests_per_5min": 0.8, "simulation_error": 0.1}
+RECEIVER_REQUESTS_PER_LINE = 0.05  # the receiver's target (measured: bench receiver's whmcs_requests_per_line)
 
 
 # ---------------------------------------------------------------------- sandboxes in their own process
 
 
 def _sandbox_process(conn: Any, rate_limit: int, rate_period: float) -> None:
+    """The sandboxes' process (bench_receiver runs it too, with its WHMCS sandbox on MariaDB). Commands:
+    accounts N, link, usage START END, latency S, reset, stats, items FROM, stop."""
     sys.path[:0] = [str(ROOT), str(ROOT / "layers/shared")]
     from sandboxes.computestacks import ComputeStacksSandbox
     from sandboxes.whmcs import WhmcsSandbox
@@ -54,6 +81,7 @@ def _sandbox_process(conn: Any, rate_limit: int, rate_period: float) -> None:
     wh = WhmcsSandbox().start()
     conn.send({"cs": [cs.url, cs.api_key, cs.api_secret], "wh": [wh.url, wh.identifier, wh.secret]})
     users: list[int] = []
+    clients: list[int] = []
     sp = 0
     while True:
         cmd, *args = conn.recv()
@@ -64,8 +92,17 @@ def _sandbox_process(conn: Any, rate_limit: int, rate_period: float) -> None:
                 user = cs.add_user(f"bench{i}@example.com", "Bench", f"User{i}", currency=cur)
                 client = wh.add_client("Bench", f"User{i}", f"client{i}@example.com", currency_code=cur)
                 users.append(int(user["id"]))
+                clients.append(int(client["id"]))
                 out.append((int(user["id"]), int(client["id"]), f"bench{i}@example.com", cur))
             conn.send(out)
+        elif cmd == "link":  # a WHMCS service per account, named in the ComputeStacks user's labels (service only)
+            product = wh.add_product("Cloud Account", module="computestacks")
+            sids = []
+            for uid, cid in zip(users, clients, strict=True):
+                sid = int(wh.add_service(cid, int(product["pid"]), username=f"bench{uid}@example.com")["id"])
+                cs.set_user_fields(uid, labels={"whmcs": {"service_id": sid}})
+                sids.append(sid)
+            conn.send(sids)
         elif cmd == "usage":  # rows every 3 h ending in (start, end], one subscription product per product
             start, end = datetime.fromisoformat(args[0]), datetime.fromisoformat(args[1])
             n = 0
@@ -90,6 +127,9 @@ def _sandbox_process(conn: Any, rate_limit: int, rate_period: float) -> None:
             reqs = cs.requests
             conn.send({"cs_times": [r["at"] for r in reqs], "cs_429": sum(1 for r in reqs if r["status"] == 429),
                        "wh_requests": len(wh.requests), "items": len(wh.billable_items)})
+        elif cmd == "items":  # (client, description, amount) of the billable items from index FROM on
+            conn.send([(int(i["clientid"]), str(i["description"]), str(i["amount"]))
+                       for i in wh.billable_items[int(args[0]):]])
         elif cmd == "stop":
             cs.stop()
             wh.stop()
@@ -153,166 +193,414 @@ def peak_in_window(times: Iterable[float], window: float) -> int:
     return best
 
 
-def measure(n: int, *, endpoint: str, scale: float, latency: float, concurrency: int) -> dict[str, Any]:
+class _Probe:
+    """Round-trip times of the measured run, per upstream, for the simulator's parameters: every httpx
+    ``send`` (ComputeStacks or WHMCS, by port; the clients pace before sending, so bucket waits are not in
+    it), every DynamoDB call, every account's ``process_account``. Only while ``on``; this process only."""
+
+    def __init__(self, cs_port: int, wh_port: int) -> None:
+        self.ports = {cs_port: "cs", wh_port: "wh"}
+        self.on = False
+        self.times: dict[str, list[float]] = {"cs": [], "wh": [], "ddb": [], "account": [], "other": []}
+        self._undo: list[Callable[[], None]] = []
+
+    def install(self) -> _Probe:
+        import botocore.client
+        import httpx
+
+        import cswhmcs.billing.run as run_module
+
+        probe = self
+        base_client = botocore.client.BaseClient
+        send, api_call = httpx.Client.send, getattr(base_client, "_make_api_call")  # noqa: B009
+        account = run_module.process_account
+
+        def timed_send(client: Any, request: Any, *a: Any, **kw: Any) -> Any:
+            if not probe.on:
+                return send(client, request, *a, **kw)
+            t0 = time.perf_counter()
+            try:
+                return send(client, request, *a, **kw)
+            finally:
+                probe.times[probe.ports.get(request.url.port, "other")].append(time.perf_counter() - t0)
+
+        def timed_call(client: Any, *a: Any, **kw: Any) -> Any:
+            if not probe.on:
+                return api_call(client, *a, **kw)
+            t0 = time.perf_counter()
+            try:
+                return api_call(client, *a, **kw)
+            finally:
+                probe.times["ddb"].append(time.perf_counter() - t0)
+
+        def timed_account(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return account(*a, **kw)
+            finally:
+                if probe.on:
+                    probe.times["account"].append(time.perf_counter() - t0)
+
+        patches = [(httpx.Client, "send", timed_send, send), (base_client, "_make_api_call", timed_call, api_call),
+                   (run_module, "process_account", timed_account, account)]
+        for owner, name, new, _old in patches:
+            setattr(owner, name, new)
+        self._undo = [functools.partial(setattr, owner, name, old) for owner, name, _new, old in patches]
+        return self
+
+    def uninstall(self) -> None:
+        for undo in self._undo:
+            undo()
+
+    def start(self) -> None:
+        for v in self.times.values():
+            v.clear()
+        self.on = True
+
+    def stop(self) -> dict[str, Any]:
+        self.on = False
+        out: dict[str, Any] = {}
+        for kind, v in self.times.items():
+            out[f"{kind}_n"] = len(v)
+            out[f"{kind}_mean"] = statistics.fmean(v) if v else 0.0
+        return out
+
+
+def _tables(ddb: Any) -> dict[str, str]:
+    from cswhmcs.local.template import Template, ensure_tables
+
+    suffix = uuid.uuid4().hex[:8]
+    names = {"ACCOUNTS_TABLE": f"bench-accounts-{suffix}", "LEDGER_TABLE": f"bench-ledger-{suffix}",
+             "IDEMPOTENCY_TABLE": f"bench-idem-{suffix}"}
+    ensure_tables(Template(ROOT / "template.yaml"), ddb, names)
+    return names
+
+
+def _copy_tables(ddb: Any, resource: Any, base: dict[str, str]) -> dict[str, str]:
+    """New tables holding what ``base``'s hold (a copy of a collected ledger is the state collecting again
+    would give, in a fraction of the time)."""
+    names = _tables(ddb)
+    for key, source_name in base.items():
+        source, target = resource.Table(source_name), resource.Table(names[key])
+        with target.batch_writer() as batch:
+            kwargs: dict[str, Any] = {}
+            while True:
+                page = source.scan(**kwargs)
+                for item in page.get("Items", []):
+                    batch.put_item(Item=item)
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return names
+
+
+def _product_of(description: str) -> str:
+    """The product name in one of our item descriptions ("Label (name): usage ..." or "name: usage ...")."""
+    match = re.match(r"(.*?)(?: \((\w+)\))?: usage ", description)
+    return (match.group(2) or match.group(1)) if match else description
+
+
+def measure(n: int, *, endpoint: str, scale: float, latency: float, concurrency: int, repeats: int = 1,
+            baseline: int = 0) -> dict[str, Any]:
+    """One size: ``repeats`` measured month-ends (each on its own copy of the collected ledger), then the
+    sequential baseline on ``baseline`` of the accounts (0: none), all against the same sandboxes."""
+    import gc
+
     import boto3
 
+    from bench.sequential import run_sequential
     from cswhmcs.billing.options import BillingOptions
     from cswhmcs.billing.run import build_runtime, run_billing
     from cswhmcs.config import Settings
-    from cswhmcs.local.template import Template, ensure_tables
 
+    started = time.perf_counter()
     window = CS_WINDOW / scale
     sb = Sandboxes(CS_LIMIT, window)
+    probe: _Probe | None = None
     try:
-        suffix = uuid.uuid4().hex[:8]
-        names = {"ACCOUNTS_TABLE": f"bench-accounts-{suffix}", "LEDGER_TABLE": f"bench-ledger-{suffix}",
-                 "IDEMPOTENCY_TABLE": f"bench-idem-{suffix}"}
         ddb = boto3.client("dynamodb", endpoint_url=endpoint)
-        ensure_tables(Template(ROOT / "template.yaml"), ddb, names)
+        resource = boto3.resource("dynamodb", endpoint_url=endpoint)
         cs_url, cs_key, cs_secret = sb.info["cs"]
         wh_url, wh_id, wh_secret = sb.info["wh"]
-        settings = Settings.model_validate({
-            "AWS_ENDPOINT_URL_DYNAMODB": endpoint, **names, "CS_API_URL": cs_url, "CS_API_KEY": cs_key,
-            "CS_API_SECRET": cs_secret, "WHMCS_API_URL": wh_url, "WHMCS_API_IDENTIFIER": wh_id,
-            "WHMCS_API_SECRET": wh_secret, "CS_TIMEOUT": 10, "WHMCS_TIMEOUT": 10})
+
+        def settings(names: dict[str, str]) -> Any:
+            return Settings.model_validate({
+                "AWS_ENDPOINT_URL_DYNAMODB": endpoint, **names, "CS_API_URL": cs_url, "CS_API_KEY": cs_key,
+                "CS_API_SECRET": cs_secret, "WHMCS_API_URL": wh_url, "WHMCS_API_IDENTIFIER": wh_id,
+                "WHMCS_API_SECRET": wh_secret, "CS_TIMEOUT": 10, "WHMCS_TIMEOUT": 10})
+
         accounts = sb.call("accounts", n)
-        table = boto3.resource("dynamodb", endpoint_url=endpoint).Table(names["ACCOUNTS_TABLE"])
-        with table.batch_writer() as batch:
+        if baseline:
+            sb.call("link")
+        base = _tables(ddb)
+        with resource.Table(base["ACCOUNTS_TABLE"]).batch_writer() as batch:
             for i, (uid, cid, email, cur) in enumerate(accounts):
                 batch.put_item(Item={"service_id": 1000 + i, "cs_user_id": uid, "email": email, "client_id": cid,
                                      "currency": cur})
 
         # The month so far (one day stands in for it), collected by a daily run, unpaced and without latency.
         sb.call("usage", (COLLECT_AT - timedelta(days=1)).isoformat(), COLLECT_AT.isoformat())
-        setup = build_runtime(settings, options=BillingOptions(cs_limit=10**8, whmcs_rate=10**6, whmcs_burst=1000,
-                                                                concurrency=32))
+        setup = build_runtime(settings(base), options=BillingOptions(cs_limit=10**8, whmcs_rate=10**6,
+                                                                      whmcs_burst=1000, concurrency=32))
         collected = run_billing(as_of=COLLECT_AT, ledger=setup.ledger, accounts=setup.accounts, deps=setup.deps,
                                 kind="collect", keep_lines=False)
         setup.close()
-        assert not collected.failed, collected.failed[:3]
+        if collected.failed:
+            raise RuntimeError(f"the daily collection failed: {collected.failed[:3]}")
+        copies = [base] + [_copy_tables(ddb, resource, base) for _ in range(max(1, repeats) - 1)]
 
-        # The last day, then the measured month-end run with the real (or scaled) budgets and latency.
+        # The last day, then the measured month-end runs with the real (or scaled) budgets and latency.
         rows_last_day = sb.call("usage", COLLECT_AT.isoformat(), CUT_OFF.isoformat())
         sb.call("latency", latency)
-        sb.call("reset")
         options = BillingOptions(cs_limit=CS_LIMIT, cs_window=window, cs_share=CS_SHARE,
                                  whmcs_rate=WHMCS_RATE * scale, concurrency=concurrency)
-        rt = build_runtime(settings, options=options)
-        import gc
+        probe = _Probe(int(urlsplit(cs_url).port or 0), int(urlsplit(wh_url).port or 0)).install()
+        setup_s = time.perf_counter() - started
+        runs = []
+        for names in copies:
+            sb.call("reset")
+            items0 = sb.call("stats")["items"]
+            rt = build_runtime(settings(names), options=options)
+            gc.collect()
+            rss0 = _rss_kb()
+            exact_hwm = _reset_hwm()
+            probe.start()
+            t0 = time.perf_counter()
+            summary = run_billing(as_of=CUT_OFF, ledger=rt.ledger, accounts=rt.accounts, deps=rt.deps,
+                                  keep_lines=False)
+            wall = time.perf_counter() - t0
+            timings = probe.stop()
+            hwm = _hwm_kb()
+            rt.close()
+            stats = sb.call("stats")
+            runs.append(_run_row(n, scale=scale, latency=latency, concurrency=concurrency, options=options,
+                                 wall=wall, stats=stats, items0=items0, summary=summary, rss0=rss0, hwm=hwm,
+                                 exact_hwm=exact_hwm, timings=timings, rows_last_day=rows_last_day))
+        probe.uninstall()
+        probe = None
 
-        gc.collect()
-        rss0 = _rss_kb()
-        exact_hwm = _reset_hwm()
-        t0 = time.perf_counter()
-        summary = run_billing(as_of=CUT_OFF, ledger=rt.ledger, accounts=rt.accounts, deps=rt.deps, keep_lines=False)
-        wall = time.perf_counter() - t0
-        hwm = _hwm_kb()
-        rt.close()
-        stats = sb.call("stats")
+        seq: dict[str, Any] | None = None
+        if baseline:
+            step = max(1, n // baseline)
+            sample = accounts[::step][:baseline]
+            ours = {}  # (client, product) -> amount, from the first measured run's items
+            first = runs[0]
+            for cid, description, amount in sb.call("items", first["items_from"])[: first["items"]]:
+                ours[(cid, _product_of(description))] = Decimal(amount)
+            sb.call("reset")
+            items0 = sb.call("stats")["items"]
+            res = run_sequential(sb.info["cs"], sb.info["wh"], [a[0] for a in sample], period_start=MONTH_START,
+                                 period_end=CUT_OFF)
+            stats = sb.call("stats")
+            expected = {k: v for k, v in ours.items() if k[0] in {a[1] for a in sample}}
+            same = sum(1 for i in res.items if expected.get((i.client_id, i.product)) == Decimal(repr(i.total)))
+            seq = {"sample": len(sample), "wall": res.wall, "per_account": res.wall / max(1, len(sample)),
+                   "extrapolated": res.wall * n / max(1, len(sample)), "records": res.records,
+                   "cs_requests": res.cs_requests, "whmcs_requests": dict(res.whmcs_requests),
+                   "items": len(res.items), "items_in_whmcs": stats["items"] - items0, "expected_items": len(expected),
+                   "same_amounts": same, "errors": res.errors[:5], "error_count": len(res.errors),
+                   "cs_429": stats["cs_429"], "peak_cs_window": peak_in_window(stats["cs_times"], window)}
     finally:
+        if probe is not None:
+            probe.uninstall()
         sb.stop()
+    return {"accounts": n, "scale": scale, "latency": latency, "concurrency": concurrency, "runs": runs,
+            "baseline": seq, "setup_s": setup_s, "total_s": time.perf_counter() - started}
 
+
+def _run_row(n: int, *, scale: float, latency: float, concurrency: int, options: Any, wall: float,
+             stats: dict[str, Any], items0: int, summary: Any, rss0: int, hwm: int, exact_hwm: bool,
+             timings: dict[str, Any], rows_last_day: int) -> dict[str, Any]:
+    window = CS_WINDOW / scale
     cs_req = len(stats["cs_times"])
-    q_cs = cs_req / n
-    q_wh = stats["wh_requests"] / n
+    wh_req = stats["wh_requests"]
     # The same buckets as build_runtime: burst b, then (budget - b) per window.
     budget = CS_LIMIT * CS_SHARE
     burst = max(1, min(options.cs_burst, int(budget // 10)))
     bounds = {
         "ComputeStacks rate": max(0, cs_req - burst) / ((budget - burst) / window),
-        "WHMCS rate": max(0, stats["wh_requests"] - options.whmcs_burst) / (WHMCS_RATE * scale),
-        "latency x concurrency": n * (q_cs + q_wh) * latency / concurrency,
+        "WHMCS rate": max(0, wh_req - options.whmcs_burst) / (WHMCS_RATE * scale),
+        "latency x concurrency": (cs_req + wh_req) * latency / concurrency,
     }
     which, bound = max(bounds.items(), key=lambda kv: kv[1])
     return {
         "accounts": n, "scale": scale, "latency": latency, "concurrency": concurrency, "wall": wall,
         "accounts_per_s": n / wall, "bound": bound, "bound_by": which, "ratio": wall / bound if bound else 0.0,
-        "cs_requests": cs_req, "cs_per_account": q_cs, "whmcs_requests": stats["wh_requests"],
-        "peak_cs_window": peak_in_window(stats["cs_times"], window), "window": window,
-        "budget_window": int(CS_LIMIT * CS_SHARE), "limit_window": CS_LIMIT, "cs_429": stats["cs_429"],
-        "items": stats["items"], "created": summary.items, "failed": len(summary.failed),
-        "rows_last_day": rows_last_day, "rss_start_mb": rss0 / 1024, "rss_peak_mb": hwm / 1024,
-        "rss_growth_mb": max(0, hwm - rss0) / 1024, "hwm_exact": exact_hwm,
+        "cs_requests": cs_req, "whmcs_requests": wh_req, "peak_cs_window": peak_in_window(stats["cs_times"], window),
+        "window": window, "budget_window": int(budget), "limit_window": CS_LIMIT, "cs_429": stats["cs_429"],
+        "items": stats["items"] - items0, "items_from": items0, "items_to": stats["items"], "created": summary.items,
+        "failed": len(summary.failed), "rows_last_day": rows_last_day, "rss_start_mb": rss0 / 1024,
+        "rss_peak_mb": hwm / 1024, "rss_growth_mb": max(0, hwm - rss0) / 1024, "hwm_exact": exact_hwm,
+        "cs_burst": options.cs_burst, "whmcs_burst": options.whmcs_burst, "probe": timings,
     }
 
 
-# ---------------------------------------------------------------------- 100k simulation
+# ---------------------------------------------------------------------- the simulator
 
 
-@dataclass
+@dataclass(frozen=True)
 class SimParams:
     accounts: int = 100_000
-    workers: int = 4  # SQS event source MaximumConcurrency
-    cs_requests_per_account: int = 1
-    whmcs_requests_per_account: float = 3.0  # GetClientsDetails + ~2 AddBillableItem
+    workers: int = 4  # SQS event source MaximumConcurrency (in-process: threads)
+    cs_requests_per_account: float = 1.0
+    whmcs_requests_per_account: float = 3.0  # GetClientsDetails + ~2 AddBillableItem (API path)
     latency_cs: float = 0.05
     latency_whmcs: float = 0.05
     latency_ddb: float = 0.005
-    ddb_ops_per_account: int = 8
-    cs_limit: int = CS_LIMIT
+    ddb_ops_per_account: float = 8.0
+    cs_limit: int = CS_LIMIT  # CS_RATE_LIMIT: requests per window ComputeStacks allows the backend
     cs_window: float = CS_WINDOW
     cs_share: float = CS_SHARE
     cs_burst: int = 10
     whmcs_rate: float = WHMCS_RATE
-    batch: int = 10  # SQS BatchSize
+    whmcs_burst: int = 5
+    batch: int = 10  # SQS BatchSize (in-process: 1)
     planner_msgs_per_s: float = 3200.0  # 8 threads x SendMessageBatch(10) / 25 ms
     cold_start: float = 1.0
+    # In-process (build_runtime): one ComputeStacks and one WHMCS bucket for all threads; on AWS each
+    # worker has its own share of the budget.
+    shared_buckets: bool = False
 
 
 class _Bucket:
+    """The token bucket of cswhmcs.adapters.pacing as a reservation schedule (GCRA), so that requests may
+    arrive in any order: burst ``burst``, then ``rate`` per second."""
+
     def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst, self.tokens, self.last = rate, float(burst), float(burst), 0.0
+        self.interval = 1.0 / rate
+        self.tolerance = (max(1, burst) - 1) * self.interval
+        self.tat = 0.0
 
     def take(self, t: float) -> float:
-        """Returns the time the request may go."""
-        self.tokens = min(self.burst, self.tokens + (t - self.last) * self.rate)
-        self.last = t
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return t
-        wait = (1 - self.tokens) / self.rate
-        self.tokens = 0.0
-        self.last = t + wait
-        return t + wait
+        """The time a request that is ready at ``t`` may go."""
+        go = max(t, self.tat - self.tolerance)
+        self.tat = max(self.tat, go) + self.interval
+        return go
+
+
+def _spread(i: int, per: float) -> int:
+    """How many of ``per`` requests per account (on average) account ``i`` makes: spread evenly."""
+    return math.floor((i + 1) * per + 1e-9) - math.floor(i * per + 1e-9)
 
 
 def simulate(p: SimParams) -> dict[str, Any]:
-    """Discrete-event model of one month-end run; t = 0 is the cut-off (the Scheduler's time)."""
-    per_worker_budget = p.cs_limit * p.cs_share / p.workers
-    burst = max(1, min(p.cs_burst, int(per_worker_budget // 10)))
-    cs_rate = (per_worker_budget - burst) / p.cs_window
-    wh_rate = p.whmcs_rate / p.workers
-    cs_buckets = [_Bucket(cs_rate, burst) for _ in range(p.workers)]
-    wh_buckets = [_Bucket(wh_rate, max(1, min(5, math.ceil(wh_rate)))) for _ in range(p.workers)]
-    free = [(p.cold_start, w) for w in range(p.workers)]
-    heapq.heapify(free)
+    """Discrete-event model of one month-end run; t = 0 is the cut-off (the Scheduler's time). Each worker
+    takes a batch when free (once the planner has enqueued it) and works its accounts one by one: the
+    ComputeStacks reads, the WHMCS requests, then the DynamoDB calls; every request waits for its bucket."""
+    budget = p.cs_limit * p.cs_share
+    if p.shared_buckets:
+        burst = max(1, min(p.cs_burst, int(budget // 10)))
+        cs_buckets = [_Bucket(max(1e-9, (budget - burst) / p.cs_window), burst)]
+        wh_buckets = [_Bucket(p.whmcs_rate, p.whmcs_burst)]
+    else:
+        share = budget / p.workers
+        burst = max(1, min(p.cs_burst, int(share // 10)))
+        wh_rate = p.whmcs_rate / p.workers
+        cs_buckets = [_Bucket(max(1e-9, (share - burst) / p.cs_window), burst) for _ in range(p.workers)]
+        wh_buckets = [_Bucket(wh_rate, max(1, min(p.whmcs_burst, math.ceil(wh_rate)))) for _ in range(p.workers)]
+    ddb_time = p.ddb_ops_per_account * p.latency_ddb
+    heap = [(p.cold_start, w) for w in range(p.workers)]
+    heapq.heapify(heap)
+    steps: list[list[int]] = [[] for _ in range(p.workers)]  # 0: ComputeStacks, 1: WHMCS, 2: DynamoDB
+    pos = [0] * p.workers
     cs_times: list[float] = []
     wh_times: list[float] = []
-    done_at = 0.0
-    whole, frac = int(p.whmcs_requests_per_account), p.whmcs_requests_per_account % 1
-    for first in range(0, p.accounts, p.batch):
-        t, w = heapq.heappop(free)
-        t = max(t, (first + p.batch) / p.planner_msgs_per_s)  # the batch must have been enqueued
-        for i in range(first, min(first + p.batch, p.accounts)):
-            for _ in range(p.cs_requests_per_account):
-                t = cs_buckets[w].take(t)
+    next_account, done_at = 0, 0.0
+    while heap:
+        t, w = heapq.heappop(heap)
+        if pos[w] < len(steps[w]):
+            kind = steps[w][pos[w]]
+            pos[w] += 1
+            if kind == 0:
+                t = cs_buckets[0 if p.shared_buckets else w].take(t)
                 cs_times.append(t)
                 t += p.latency_cs
-            n_wh = whole + (1 if (i * frac) % 1 + frac >= 1 else 0)
-            for _ in range(n_wh):
-                t = wh_buckets[w].take(t)
+            elif kind == 1:
+                t = wh_buckets[0 if p.shared_buckets else w].take(t)
                 wh_times.append(t)
                 t += p.latency_whmcs
-            t += p.ddb_ops_per_account * p.latency_ddb
-        done_at = max(done_at, t)
-        heapq.heappush(free, (t, w))
-    budget_rate = p.cs_limit * p.cs_share / p.cs_window
-    bound = max(p.accounts * p.cs_requests_per_account / budget_rate,
-                p.accounts * p.whmcs_requests_per_account / p.whmcs_rate)
+            else:
+                t += ddb_time
+            done_at = max(done_at, t)
+            heapq.heappush(heap, (t, w))
+            continue
+        if next_account >= p.accounts:
+            continue  # this worker is done
+        first, last = next_account, min(next_account + p.batch, p.accounts)
+        next_account = last
+        t = max(t, last / p.planner_msgs_per_s)  # the batch must have been enqueued
+        work: list[int] = []
+        for i in range(first, last):
+            work += [0] * _spread(i, p.cs_requests_per_account) + [1] * _spread(i, p.whmcs_requests_per_account) + [2]
+        steps[w], pos[w] = work, 0
+        heapq.heappush(heap, (t, w))
+    bounds = {
+        "ComputeStacks rate": p.accounts * p.cs_requests_per_account / (budget / p.cs_window),
+        "WHMCS rate": p.accounts * p.whmcs_requests_per_account / p.whmcs_rate,
+        "latency x concurrency": p.accounts * (p.cs_requests_per_account * p.latency_cs
+                                               + p.whmcs_requests_per_account * p.latency_whmcs + ddb_time) / p.workers,
+    }
+    which, bound = max(bounds.items(), key=lambda kv: kv[1])
     return {"accounts": p.accounts, "workers": p.workers, "cs_per_account": p.cs_requests_per_account,
-            "time_after_cutoff": done_at, "bound": bound, "ratio": done_at / bound,
-            "peak_cs_window": peak_in_window(cs_times, p.cs_window), "peak_whmcs_per_s": peak_in_window(wh_times, 1.0),
-            "cs_requests": len(cs_times), "planner_s": p.accounts / p.planner_msgs_per_s}
+            "cs_limit": p.cs_limit, "time_after_cutoff": done_at, "bound": bound, "bound_by": which,
+            "ratio": done_at / bound if bound else 0.0, "peak_cs_window": peak_in_window(cs_times, p.cs_window),
+            "peak_whmcs_per_s": peak_in_window(wh_times, 1.0), "cs_requests": len(cs_times),
+            "whmcs_requests": len(wh_times), "planner_s": p.accounts / p.planner_msgs_per_s}
+
+
+MonthEndModel = Callable[[SimParams], dict[str, Any]]
+
+
+def deployment(cs_limit: int = CS_LIMIT, **overrides: Any) -> SimParams:
+    """100,000 accounts with today's design at the template's defaults: WorkerMaxConcurrency 8, SQS BatchSize
+    100, the billing receiver (<= 0.05 WHMCS requests per line, ~2 lines per account), every account read once
+    after the cut-off; ``cs_limit`` = CS_RATE_LIMIT."""
+    base = SimParams(workers=8, batch=100, whmcs_requests_per_account=2 * RECEIVER_REQUESTS_PER_LINE,
+                     cs_limit=cs_limit)
+    return replace(base, **overrides)
+
+
+def month_end(cs_limit: int, *, model: MonthEndModel = simulate, **overrides: Any) -> dict[str, Any]:
+    """The figures' scenario for one ``CS_RATE_LIMIT``; a new design plugs in its own ``model`` (and
+    parameters) here."""
+    return model(deployment(cs_limit, **overrides))
+
+
+def bench_run_params(run: dict[str, Any]) -> SimParams:
+    """The simulator's parameters for one measured in-process run: its accounts, threads, shared buckets,
+    limits, requests per account and the round-trip times measured during it."""
+    n, probe = run["accounts"], run["probe"]
+    return SimParams(
+        accounts=n, workers=run["concurrency"], shared_buckets=True, batch=1, planner_msgs_per_s=1e12,
+        cold_start=0.0, cs_requests_per_account=run["cs_requests"] / n,
+        whmcs_requests_per_account=run["whmcs_requests"] / n, latency_cs=probe["cs_mean"] or run["latency"],
+        latency_whmcs=probe["wh_mean"] or run["latency"], latency_ddb=probe["ddb_mean"],
+        ddb_ops_per_account=probe["ddb_n"] / n, cs_limit=CS_LIMIT, cs_window=run["window"], cs_share=CS_SHARE,
+        cs_burst=run["cs_burst"], whmcs_rate=WHMCS_RATE * run["scale"], whmcs_burst=run["whmcs_burst"])
+
+
+def simulation_check(run: dict[str, Any]) -> dict[str, Any]:
+    sim = simulate(bench_run_params(run))
+    return {"simulated": sim["time_after_cutoff"], "measured": run["wall"],
+            "error": abs(sim["time_after_cutoff"] - run["wall"]) / run["wall"], "bound_by": sim["bound_by"]}
+
+
+def run_simulations(cs_limit: int = CS_LIMIT) -> list[tuple[str, dict[str, Any]]]:
+    """Today's design at ``cs_limit``: the figures' scenario (receiver path) and variations."""
+    out = [
+        ("template defaults, receiver (C=8, batches of 100)", month_end(cs_limit)),
+        ("template defaults, WHMCS API path", month_end(cs_limit, whmcs_requests_per_account=3.0)),
+        ("C = 4, batches of 10, API path", simulate(SimParams(workers=4, cs_limit=cs_limit))),
+        ("C = 8, WHMCS 200 ms, API path", simulate(SimParams(workers=8, latency_whmcs=0.2, cs_limit=cs_limit))),
+        ("C = 4, WHMCS 200 ms, API path", simulate(SimParams(workers=4, latency_whmcs=0.2, cs_limit=cs_limit))),
+        ("no daily collection, pages of 500 (2 pages)",
+         simulate(SimParams(workers=4, cs_requests_per_account=2, cs_limit=cs_limit))),
+    ]
+    r = simulate(SimParams(workers=4, cs_requests_per_account=24, accounts=10_000, cs_limit=cs_limit))
+    r = {**r, "accounts": 100_000, "time_after_cutoff": r["time_after_cutoff"] * 10, "bound": r["bound"] * 10,
+         "cs_requests": r["cs_requests"] * 10}
+    out.append(("no daily collection, pages of 30 (10k x 10)", r))
+    return out
 
 
 # ---------------------------------------------------------------------- report
@@ -323,101 +611,213 @@ def hms(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def print_measured(rows: list[dict[str, Any]]) -> None:
-    print("\nMonth-end billing, real code (DynamoDB Local + sandboxes over HTTP, in-process runner)")
+def print_measured(sizes: list[dict[str, Any]]) -> None:
+    print("\nMonth-end billing, real code (DynamoDB Local + sandboxes over HTTP, in-process runner; one row per run)")
     head = (f"{'accounts':>8} {'CS limit':>16} {'lat ms':>6} {'C':>3} {'wall s':>8} {'acct/s':>7} "
             f"{'bound s':>8} {'bound by':>22} {'ratio':>6} {'CS req':>7} {'peak CS/window':>15} {'429':>4} "
-            f"{'WHMCS':>6} {'items':>6} {'RSS MB':>7} {'run +MB':>7}")
+            f"{'WHMCS':>6} {'items':>6} {'RSS MB':>7} {'run +MB':>7} {'sim s':>7} {'err':>6}")
     print(head)
     print("-" * len(head))
-    for r in rows:
-        limit = f"{r['limit_window']}/{r['window']:.0f}s" + (f" x{r['scale']:g}" if r["scale"] != 1 else "")
-        print(f"{r['accounts']:>8} {limit:>16} {r['latency'] * 1000:>6.0f} {r['concurrency']:>3} {r['wall']:>8.1f} "
-              f"{r['accounts_per_s']:>7.1f} {r['bound']:>8.1f} {r['bound_by']:>22} {r['ratio']:>6.2f} "
-              f"{r['cs_requests']:>7} {r['peak_cs_window']:>7}/{r['budget_window']:<7} {r['cs_429']:>4} "
-              f"{r['whmcs_requests']:>6} {r['items']:>6} {r['rss_peak_mb']:>7.1f} {r['rss_growth_mb']:>7.1f}")
+    for size in sizes:
+        for r in size["runs"]:
+            limit = f"{r['limit_window']}/{r['window']:.0f}s" + (f" x{r['scale']:g}" if r["scale"] != 1 else "")
+            check = simulation_check(r)
+            print(f"{r['accounts']:>8} {limit:>16} {r['latency'] * 1000:>6.0f} {r['concurrency']:>3} {r['wall']:>8.1f} "
+                  f"{r['accounts_per_s']:>7.1f} {r['bound']:>8.1f} {r['bound_by']:>22} {r['ratio']:>6.2f} "
+                  f"{r['cs_requests']:>7} {r['peak_cs_window']:>7}/{r['budget_window']:<7} {r['cs_429']:>4} "
+                  f"{r['whmcs_requests']:>6} {r['items']:>6} {r['rss_peak_mb']:>7.1f} {r['rss_growth_mb']:>7.1f} "
+                  f"{check['simulated']:>7.1f} {check['error']:>6.3f}")
     print("  bound = the largest of: CS requests / billing's CS budget (80 % of 2,500 per window), WHMCS "
           "requests / 30 per s,\n  and (CS + WHMCS requests) x latency / concurrency. 'x10': every limit "
           "scaled up 10 times (a 30-s window) so the run is short.\n  RSS MB: peak resident memory of the "
-          "billing process; run +MB: its growth during the measured run (sandboxes run elsewhere).")
+          "billing process; run +MB: its growth during the measured run (sandboxes run elsewhere).\n"
+          "  sim s / err: the simulator given this run's parameters and measured round trips; |sim - wall| / wall.")
+    for size in sizes:
+        r = size["runs"][-1]
+        p = r["probe"]
+        n = r["accounts"]
+        nominal = simulate(replace(bench_run_params(r), latency_cs=r["latency"], latency_whmcs=r["latency"],
+                                   latency_ddb=SimParams.latency_ddb))["time_after_cutoff"]
+        print(f"  {n} x{r['scale']:g}: per account {1000 * p['account_mean']:.0f} ms in process_account; round trips "
+              f"CS {1000 * p['cs_mean']:.1f} ms x {p['cs_n'] / n:.2f}, WHMCS {1000 * p['wh_mean']:.1f} ms x "
+              f"{p['wh_n'] / n:.2f}, DynamoDB {1000 * p['ddb_mean']:.1f} ms x {p['ddb_n'] / n:.1f}; "
+              f"setup {size['setup_s']:.0f} s, all {size['total_s']:.0f} s;\n    with nominal round trips "
+              f"({1000 * r['latency']:.0f} ms, DynamoDB {1000 * SimParams.latency_ddb:.0f} ms) the simulator gives "
+              f"{nominal:.1f} s: the rest is this machine")
+
+
+def print_baseline(size: dict[str, Any]) -> None:
+    b = size["baseline"]
+    if not b:
+        return
+    n = size["accounts"]
+    ours = statistics.median(r["wall"] for r in size["runs"])
+    wh = ", ".join(f"{k} {v}" for k, v in sorted(b["whmcs_requests"].items()))
+    print(f"\nSequential baseline (bench/sequential.py: whmcs-ruby's algorithm), same sandboxes and limits as the "
+          f"{n}-account run (x{size['scale']:g}, {size['latency'] * 1000:.0f} ms)")
+    print(f"  {b['sample']} of {n} accounts in {b['wall']:.1f} s ({1000 * b['per_account']:.0f} ms per account): "
+          f"{b['cs_requests']} CS requests ({b['cs_429']} x 429, peak {b['peak_cs_window']} per window), WHMCS {wh}; "
+          f"{b['items']} items ({b['same_amounts']} with the same amount as ours, {b['expected_items']} expected), "
+          f"{b['error_count']} errors")
+    print(f"  for all {n}: {b['extrapolated']:.0f} s ({hms(b['extrapolated'])}) vs ours {ours:.1f} s (median): "
+          f"{b['extrapolated'] / ours:.1f} x")
 
 
 def print_simulated(rows: list[tuple[str, dict[str, Any]]]) -> None:
-    print("\nSimulation: 100,000 accounts, month-end after the cut-off (50 ms latencies, SQS batches of 10)")
-    head = (f"{'scenario':<44} {'C':>3} {'CS req':>8} {'after cut-off':>13} {'bound':>9} {'ratio':>6} "
-            f"{'peak CS/300s':>13} {'WHMCS peak/s':>12}")
+    print("\nSimulation: 100,000 accounts, month-end after the cut-off (50 ms latencies), today's design")
+    head = (f"{'scenario':<50} {'CS_RATE_LIMIT':>13} {'C':>3} {'CS req':>8} {'after cut-off':>13} {'bound':>9} "
+            f"{'ratio':>6} {'peak CS/300s':>14} {'WHMCS peak/s':>12}")
     print(head)
     print("-" * len(head))
     for name, r in rows:
-        print(f"{name:<44} {r['workers']:>3} {r['cs_requests']:>8} {hms(r['time_after_cutoff']):>13} "
-              f"{hms(r['bound']):>9} {r['ratio']:>6.3f} {r['peak_cs_window']:>6}/2,500 {r['peak_whmcs_per_s']:>12}")
-    print("  bound = CS requests / 6.67 per s (80 % of 2,500 per 300 s); the planner enqueues 100k messages "
-          f"in ~{rows[0][1]['planner_s']:.0f} s.")
+        print(f"{name:<50} {r['cs_limit']:>13,} {r['workers']:>3} {r['cs_requests']:>8} "
+              f"{hms(r['time_after_cutoff']):>13} {hms(r['bound']):>9} {r['ratio']:>6.3f} "
+              f"{r['peak_cs_window']:>6}/{r['cs_limit']:<7,} {r['peak_whmcs_per_s']:>12}")
+    print("  bound = the largest of CS requests / 80 % of CS_RATE_LIMIT per 300 s, WHMCS requests / 30 per s and "
+          "latency x requests / C;\n  every account is read once after the cut-off (the daily collection read the "
+          "month so far).")
 
 
-def run_simulations() -> list[tuple[str, dict[str, Any]]]:
-    out = [
-        ("daily collection on (1 page after cut-off)", simulate(SimParams(workers=4))),
-        ("daily collection on, C = 8", simulate(SimParams(workers=8))),
-        ("daily collection on, C = 8, WHMCS 200 ms", simulate(SimParams(workers=8, latency_whmcs=0.2))),
-        ("daily collection on, C = 4, WHMCS 200 ms", simulate(SimParams(workers=4, latency_whmcs=0.2))),
-        ("no daily collection, pages of 500 (2 pages)", simulate(SimParams(workers=4, cs_requests_per_account=2))),
-    ]
-    per30 = SimParams(workers=4, cs_requests_per_account=24, accounts=10_000)
-    r = simulate(per30)
-    r = {**r, "accounts": 100_000, "time_after_cutoff": r["time_after_cutoff"] * 10, "bound": r["bound"] * 10,
-         "cs_requests": r["cs_requests"] * 10}
-    out.append(("no daily collection, pages of 30 (10k x 10)", r))
-    return out
+# ---------------------------------------------------------------------- figures
+
+
+def _med(values: Iterable[float]) -> float:
+    return float(statistics.median(list(values)))
+
+
+def figures(plan: dict[str, dict[str, Any]], sims: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    from bench.results import figure
+
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float, unit: str, *, at_most: bool = True, ok: bool = True) -> None:
+        target = TARGETS[name]
+        passed = ok and (value <= target if at_most else value >= target)
+        out.append(figure(name, value, unit, reference=target, target=f"{'<=' if at_most else '>='} {target:g}",
+                          passed=passed))
+
+    small_real, small, large = plan.get("small_real"), plan.get("small"), plan.get("large")
+    if small_real:
+        runs = small_real["runs"]
+        add("billing_bound_ratio_200", round(_med(r["ratio"] for r in runs), 4), "x",
+            ok=all(not r["failed"] and not r["cs_429"] for r in runs))
+    if large:
+        runs = large["runs"]
+        wall = _med(r["wall"] for r in runs)
+        add("billing_bound_ratio_2000", round(_med(r["ratio"] for r in runs), 4), "x",
+            ok=all(not r["failed"] and not r["cs_429"] for r in runs))
+        b = large["baseline"]
+        if b:
+            valid = not b["error_count"] and not b["cs_429"] and b["items"] == b["expected_items"]
+            add("billing_speedup_vs_sequential", round(b["extrapolated"] / wall, 2), "x", at_most=False, ok=valid)
+        ref = small or small_real
+        if ref:
+            add("billing_rss_growth", round(_med(r["rss_peak_mb"] for r in runs) /
+                                            _med(r["rss_peak_mb"] for r in ref["runs"]), 4), "x")
+        add("simulation_error", round(_med(simulation_check(r)["error"] for r in runs), 4), "fraction")
+    if sims:
+        default, safelisted = sims[CS_LIMIT], sims[SAFELISTED_LIMIT]
+        add("month_end_minutes_100k", round(default["time_after_cutoff"] / 60, 1), "min")
+        add("month_end_minutes_100k_safelisted", round(safelisted["time_after_cutoff"] / 60, 1), "min")
+        add("peak_cs_requests_per_5min", round(max(s["peak_cs_window"] / s["cs_limit"] for s in sims.values()), 4),
+            "of CS_RATE_LIMIT")
+    order = list(TARGETS)
+    return sorted(out, key=lambda f: order.index(f["name"]))
+
+
+# ---------------------------------------------------------------------- main
+
+
+def _child(n: int, scale: float, *, args: argparse.Namespace, endpoint: str, env: dict[str, str], repeats: int,
+           baseline: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.bench_billing", "--one", str(n), "--scale", str(scale), "--latency",
+           str(args.latency), "--concurrency", str(args.concurrency), "--endpoint", endpoint, "--repeats",
+           str(repeats), "--baseline", str(baseline)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"measuring {n} accounts (x{scale:g}) failed:\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--sizes", default="200,2000")
-    ap.add_argument("--scale", type=float, default=10.0, help="limit scale for the larger sizes (1 = real)")
+    ap = argparse.ArgumentParser(prog="bench billing", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="100 and 500 accounts, one run each, baseline on 25")
+    ap.add_argument("--sizes", help="small,large account counts (default 200,2000)")
+    ap.add_argument("--scale", type=float, default=10.0, help="limit scale for the scaled runs (1 = real)")
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--full", action="store_true", help="also run every size at the real limit (2,000: ~5 min)")
+    ap.add_argument("--repeats", type=int, help="measured runs per size (the median is reported; default 3 for "
+                                                "the small size at the real limit, else 2)")
+    ap.add_argument("--baseline", type=int, help="accounts the sequential baseline bills (default 100)")
+    ap.add_argument("--full", action="store_true", help="also the large size at the real limit (2,000: ~5 min) "
+                                                        "and the baseline on every account (~9 min)")
     ap.add_argument("--sim-only", action="store_true")
-    ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--no-write", action="store_true", help="do not update bench/results.json")
+    ap.add_argument("--json", help="also write the raw results to this file")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--endpoint", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
-    if args.one:  # a child: one measurement, JSON on stdout
+    if args.one:  # a child: one size, JSON on stdout
         print(json.dumps(measure(args.one, endpoint=args.endpoint, scale=args.scale, latency=args.latency,
-                                 concurrency=args.concurrency)))
+                                 concurrency=args.concurrency, repeats=args.repeats or 1,
+                                 baseline=args.baseline or 0)))
         return 0
 
-    sims = run_simulations()
-    measured: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for p in (str(ROOT), str(ROOT / "layers/shared")):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    from bench.results import markdown, merge
+
+    sizes = [int(s) for s in (args.sizes or ("100,500" if args.quick else "200,2000")).split(",") if s.strip()]
+    small_n, large_n = sizes[0], sizes[-1]
+    real_repeats = args.repeats or (1 if args.quick else 3)  # the bound-ratio runs at the real limit
+    small_repeats = args.repeats or (1 if args.quick else 2)  # only the reference of billing_rss_growth
+    large_repeats = args.repeats or (1 if args.quick else 2)
+    baseline = large_n if args.full else (args.baseline if args.baseline is not None else (25 if args.quick else 100))
+
+    sim_rows = run_simulations(CS_LIMIT) + run_simulations(SAFELISTED_LIMIT)[:2]
+    sims = {CS_LIMIT: month_end(CS_LIMIT), SAFELISTED_LIMIT: month_end(SAFELISTED_LIMIT)}
+    plan: dict[str, dict[str, Any]] = {}
     if not args.sim_only:
         from sandboxes.dynamodb_local import DynamoDBLocal
 
-        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-        plan = [(sizes[0], 1.0)] + [(n, args.scale) for n in sizes]
+        steps = [("small_real", small_n, 1.0, real_repeats, 0), ("small", small_n, args.scale, small_repeats, 0),
+                 ("large", large_n, args.scale, large_repeats, min(baseline, large_n))]
         if args.full:
-            plan += [(n, 1.0) for n in sizes[1:]]
+            steps.append(("large_real", large_n, 1.0, 1, 0))
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                "AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_LOG_LEVEL": "WARNING",
                "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "layers/shared"),
                                               os.environ.get("PYTHONPATH", "")])}
         with DynamoDBLocal() as db:
-            for n, scale in plan:
-                print(f"... measuring {n} accounts (limit x{scale:g})", file=sys.stderr, flush=True)
-                proc = subprocess.run(
-                    [sys.executable, "-m", "bench.bench_billing", "--one", str(n), "--scale", str(scale),
-                     "--latency", str(args.latency), "--concurrency", str(args.concurrency), "--endpoint", db.endpoint],
-                    cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-                if proc.returncode != 0:
-                    print(proc.stderr[-3000:], file=sys.stderr)
+            for key, n, scale, repeats, base in steps:
+                print(f"... measuring {n} accounts (limit x{scale:g}), {repeats} run(s)"
+                      + (f", then the sequential baseline on {base}" if base else "")
+                      + f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+                try:
+                    plan[key] = _child(n, scale, args=args, endpoint=db.endpoint, env=env, repeats=repeats,
+                                       baseline=base)
+                except RuntimeError as exc:
+                    print(exc, file=sys.stderr)
                     return 1
-                measured.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print_measured(measured)
-    print_simulated(sims)
+        print_measured(list(plan.values()))
+        if "large" in plan:
+            print_baseline(plan["large"])
+    print_simulated(sim_rows)
+    figs = figures(plan, sims)
+    print()
+    print(markdown(figs))
+    if not args.no_write:
+        merge(figs)
+        print("\n(figures merged into bench/results.json)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"measured": measured, "simulated": dict(sims)}, indent=2))
-    return 0
+        Path(args.json).write_text(json.dumps({"measured": plan, "simulated": dict(sim_rows)}, indent=2, default=str))
+    print(f"\nbench billing: {time.perf_counter() - started:.0f} s wall"
+          + (" (quick: sizes " + ",".join(map(str, sizes)) + ")" if args.quick else ""))
+    return 0 if all(f["pass"] for f in figs) else 1
 
 
 if __name__ == "__main__":
