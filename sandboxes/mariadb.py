@@ -91,9 +91,14 @@ class MariaDB:
         install, server = binaries()
         self.base_dir.mkdir(parents=True, exist_ok=True)
         as_root = ["--user=root"] if os.geteuid() == 0 else []
+        # Its own temporary directory: a starting mariadbd deletes every #sql* file in its tmpdir, so servers
+        # starting at once in a shared /tmp would break each other's install.
+        tmpdir = self.base_dir / "tmp"
+        tmpdir.mkdir(exist_ok=True)
+        own_tmp = [f"--tmpdir={tmpdir}"]
         proc = subprocess.run(
             [install, "--no-defaults", f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
-             "--skip-test-db", *as_root],
+             "--skip-test-db", *own_tmp, *as_root],
             capture_output=True, text=True, timeout=120, check=False,
         )
         if proc.returncode != 0:
@@ -101,7 +106,7 @@ class MariaDB:
             raise MariaDBUnavailable(f"mariadb-install-db failed (exit {proc.returncode}): {' | '.join(tail)}")
         self._proc = subprocess.Popen(
             [server, "--no-defaults", f"--datadir={self.datadir}", f"--socket={self.socket}", "--skip-networking",
-             f"--pid-file={self.pid_file}", f"--log-error={self.error_log}", *as_root, *_SERVER_OPTIONS],
+             f"--pid-file={self.pid_file}", f"--log-error={self.error_log}", *own_tmp, *as_root, *_SERVER_OPTIONS],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )

@@ -1,9 +1,10 @@
 """Schedules on several processes (both cores), for `make test` and `make soak`.
 
-Each worker process has its own World (its own sandboxes) and shares the one DynamoDB Local. A schedule's
-outcome comes back with the log output the product wrote meanwhile (the Powertools handler writes into a
-buffer instead of stdout) and the secret values it used, so the caller can hand both to the session's
-secrets capture: the fault paths' log lines are scanned like every other line of the suite.
+Each worker process has its own World (its own sandboxes, and its own MariaDB, billing.php and fault proxy
+for the receiver-path seeds) and shares the one DynamoDB Local. A schedule's outcome comes back with the log
+output the product wrote meanwhile (the Powertools handler writes into a buffer instead of stdout) and the
+secret values it used, so the caller can hand both to the session's secrets capture: the fault paths' log
+lines are scanned like every other line of the suite.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import atexit
 import io
 import multiprocessing
+import signal
+import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -28,10 +31,12 @@ def _init(ddb_endpoint: str) -> None:
     handler = getattr(logger, "registered_handler", None)
     if handler is not None and hasattr(handler, "setStream"):
         handler.setStream(_log)
+    # A terminated worker (a broken pool, a stopped soak) still stops its MariaDB and php -S (own sessions).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     _world = World(ddb_endpoint)
+    atexit.register(_world.close)
     _patches = _world.patched()  # this process only runs schedules: the patches stay for its life
     _patches.__enter__()
-    atexit.register(_world.close)
 
 
 def run_seed(seed: int, size: str = "small") -> dict[str, Any]:

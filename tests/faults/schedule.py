@@ -12,6 +12,14 @@
    once, and sometimes two runs go at once. Recovery: the leftover messages again, a collection, the
    operator's run until nothing fails; then the operator settles what needs attention and a final run.
 
+About a third of the seeds (``path_of``: drawn from the seed alone, so a replay takes the same path) bill
+through the module's billing receiver (API.md section 8, docs/billing.md section 5b): WHMCS_RECEIVER_URL is
+the FaultProxy in front of the real billing.php, the worker gets a ReceiverClient through it, SQS batches go
+to ``handle_batch`` as the Lambda worker hands them over, and the billing rounds also arm the proxy's faults
+(answers dropped after PHP committed, connections dropped before, 502/504 pages, HTML instead of JSON,
+latency beyond the client's timeout). There no line may ever need attention, and the receiver's refs table
+must match WHMCS's items and the ledger's done lines one for one.
+
 After each part the invariants are checked (see ``Outcome``); a violation names the seed's replay command.
 """
 
@@ -31,7 +39,7 @@ from datetime import time as dtime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
-from tests.faults.injection import CS_KINDS, WHMCS_KINDS, Crash, CrashCounter, CrashProxy, Faults
+from tests.faults.injection import CS_KINDS, RECEIVER_KINDS, WHMCS_KINDS, Crash, CrashCounter, CrashProxy, Faults
 from tests.faults.world import SIGNING_SECRET, TIMEOUT, Clock, FaultDeps, World
 
 OCT_END = datetime(2026, 10, 31, 23, tzinfo=UTC)
@@ -45,12 +53,23 @@ MAX_RECEIVES = 5  # the work queue's maxReceiveCount, then the dead-letter queue
 CREDIT_ACTIONS = ["GetInvoice", "GetClientsDetails", "GetClientsProducts", "GetProducts", "AddCredit", "GetCredits"]
 BILLING_ACTIONS = ["AddBillableItem", "GetClientsDetails", "WhmcsDetails", "GetCurrencies"]
 CENT = Decimal("0.01")
+API, RECEIVER = "api", "receiver"  # how a schedule's billing reaches WHMCS
+RECEIVER_SHARE = 1 / 3  # of the seeds billing through the receiver
+SQS_BATCHES = (1, 3, 10)  # records per SQS batch on the receiver path (the event source's BatchSize is 10)
 _sp_ids = itertools.count(10_000_000)  # subscription product ids: unique in the sandbox across schedules
 _sp_lock = threading.Lock()
 
 
-def replay_command(seed: int, size: str = "small") -> str:
+def path_of(seed: int) -> str:
+    """The path a seed bills on: from the seed alone (a random stream of its own, so that the API-path
+    seeds draw exactly what they drew before the receiver existed, and a replay takes the same path)."""
+    return RECEIVER if random.Random(f"billing-path-{seed}").random() < RECEIVER_SHARE else API
+
+
+def replay_command(seed: int, size: str = "small", path: str | None = None) -> str:
     prefix = f"SCHEDULE_SIZE={size} " if size != "small" else ""
+    if path is not None and path != path_of(seed):
+        prefix += f"SCHEDULE_PATH={path} "
     return f"{prefix}SCHEDULE_SEED={seed} .venv/bin/pytest tests/faults -k replay -s"
 
 
@@ -68,10 +87,15 @@ class Outcome:
     """What one schedule found. ``duplicates``: billable items or credits beyond one per line/order, CS users
     beyond one per service, rows counted twice. ``lost``: eligible usage rows in no line and no running
     total, deposits neither credited nor open. ``attention``: lines (and open credits) left for an operator
-    after recovery. ``violations``: every broken invariant, in words."""
+    after recovery (on the receiver path every such line is also a violation, counted in
+    ``receiver_attention``). ``violations``: every broken invariant, in words. ``skipped``: why the schedule
+    did not run (its path needs what this machine lacks)."""
 
     seed: int
     size: str = "small"
+    path: str = API
+    skipped: str = ""
+    receiver_attention: int = 0
     duplicates: int = 0
     lost: int = 0
     attention: int = 0
@@ -90,15 +114,16 @@ class Outcome:
         return not self.violations and self.duplicates == 0 and self.lost == 0
 
     def report(self) -> str:
-        head = (f"schedule seed {self.seed}: {self.duplicates} duplicates, {self.lost} lost, "
-                f"{self.attention} needing attention; replay: {replay_command(self.seed, self.size)}")
+        head = (f"schedule seed {self.seed} ({self.path} path): {self.duplicates} duplicates, {self.lost} lost, "
+                f"{self.attention} needing attention; replay: {replay_command(self.seed, self.size, self.path)}")
         return "\n".join([head, *(f"  VIOLATION {v}" for v in self.violations),
                           "  trace:", *(f"    {t}" for t in self.trace[-60:])])
 
     def to_json(self) -> dict[str, Any]:
         return {"seed": self.seed, "duplicates": self.duplicates, "lost": self.lost, "attention": self.attention,
                 "violations": self.violations, "elapsed": round(self.elapsed, 3), "kinds": self.kinds,
-                "unrecorded": self.unrecorded,
+                "unrecorded": self.unrecorded, "path": self.path, "skipped": self.skipped,
+                "receiver_attention": self.receiver_attention,
                 "report": "" if self.ok else self.report()}
 
 
@@ -156,16 +181,21 @@ class ListSink:
 
 
 class Schedule:
-    def __init__(self, world: World, seed: int, *, size: str = "small", strict: bool = False) -> None:
+    def __init__(self, world: World, seed: int, *, size: str = "small", strict: bool = False,
+                 path: str | None = None) -> None:
         self.w = world
         self.strict = strict
+        self.path = path or path_of(seed)
+        if self.path not in (API, RECEIVER):
+            raise ValueError(f"path must be {API!r} or {RECEIVER!r}, not {path!r}")
         self.statuses: list[int | None] = []  # every answer of the last deliver()
         self.seed = seed
         self.size = SIZES[size]
         self.rng = random.Random(seed)
-        self.out = Outcome(seed, size=size)
+        self.out = Outcome(seed, size=size, path=self.path)
         self.counter = CrashCounter(random.Random(seed * 7919 + 1))
-        self.faults = Faults(world.cs, world.whmcs, self.rng, timeout=TIMEOUT)
+        self.faults = Faults(world.cs, world.whmcs, self.rng, timeout=TIMEOUT)  # rebuilt by run(), after a restart
+        self.sqs_batch = 1  # records per SQS batch handed to the worker (1: handle_record, as the API path)
         self._nonce = itertools.count(1)
         self.services: list[Svc] = []
         self.clients: dict[int, str] = {}  # WHMCS client id -> currency code
@@ -201,14 +231,32 @@ class Schedule:
         self.faults.clear()
         self.counter.disarm()
 
+    @property
+    def via_receiver(self) -> bool:
+        return self.path == RECEIVER
+
     def run(self) -> Outcome:
         started = time.monotonic()
-        self.w.next_schedule()
+        if self.via_receiver and not self.w.has_receiver:
+            self.out.skipped = f"a receiver-path schedule, and {self.w.receiver_reason}"
+            self.note(f"path: receiver; skipped: {self.w.receiver_reason}")
+            return self.out
+        self.w.next_schedule()  # may restart the sandboxes: the faults are armed on the running ones
+        self.faults = Faults(self.w.cs, self.w.whmcs, self.rng, timeout=TIMEOUT,
+                             proxy=self.w.proxy if self.via_receiver else None)
         tables = self.w.new_tables()
         self.tables = tables
         if self.rng.random() < 0.3:
             self.billing_start = date(2026, 10, self.rng.choice([25, 27, 29]))
-        extra = {"BILLING_START": self.billing_start.isoformat()} if self.billing_start else {}
+        extra: dict[str, Any] = {"BILLING_START": self.billing_start.isoformat()} if self.billing_start else {}
+        if self.via_receiver:
+            extra["WHMCS_RECEIVER_URL"] = self.w.proxy.url
+            self.sqs_batch = self.rng.choice(SQS_BATCHES)
+            self.note(f"path: receiver (billing.php on MariaDB behind the fault proxy {self.w.proxy.url}; SQS "
+                      f"batches of {self.sqs_batch})")
+        else:
+            self.note("path: api (AddBillableItem)")
+        self.count(f"path {self.path}")
         self.settings = self.w.settings(*tables, **extra)
         self.deps = FaultDeps(self.settings, self.counter, resource=self.w.resource, clients=self.w.clients(3)[2])
         self.w.deps = self.deps
@@ -302,7 +350,7 @@ class Schedule:
     def provision(self) -> None:
         rng = self.rng
         n = rng.randint(*self.size.services)
-        client_ids = []
+        client_ids: list[int] = []
         for _ in range(rng.randint(1, min(n, 3))):
             currency = rng.choice(["USD", "USD", "EUR", "GBP"])
             client = self.w.whmcs.add_client("Ann", "Lee", f"ann.{self.seed}.{len(client_ids)}@example.org",
@@ -481,7 +529,9 @@ class Schedule:
 
     # ------------------------------------------------------------------ 3. billing
 
-    def worker_deps(self, *, faulty: bool, cs: Any, whmcs: Any) -> Any:
+    def worker_deps(self, *, faulty: bool, cs: Any, whmcs: Any, receiver: Any = None) -> Any:
+        """A worker's deps; on the receiver path with ``receiver`` (a ReceiverClient through the proxy), whose
+        ``send`` may be followed by a crash like any other dependency's call (after PHP committed)."""
         from cswhmcs.billing.ledger import Ledger
         from cswhmcs.billing.worker import WorkerDeps
 
@@ -491,12 +541,14 @@ class Schedule:
             cs = CrashProxy(cs, "cs", self.counter)
             whmcs = CrashProxy(whmcs, "whmcs", self.counter)
             ledger = CrashProxy(ledger, "ledger", self.counter)
+            if receiver is not None:
+                receiver = CrashProxy(receiver, "receiver", self.counter)
         else:
             def faults(point: str) -> None:
                 return None
 
         return WorkerDeps.from_settings(self.settings, cs=cs, whmcs=whmcs, ledger=ledger, options=self.options,
-                                        clock=self.clock, faults=faults)
+                                        clock=self.clock, faults=faults, receiver=receiver)
 
     def seed_usage(self, svc: Svc, months: list[datetime]) -> None:
         rng = self.rng
@@ -527,6 +579,7 @@ class Schedule:
         self.ledger = Ledger(self.ledger_table, clock=self.clock)
         self.options = BillingOptions(cs_limit=10**7, whmcs_rate=10_000, whmcs_burst=100, concurrency=2)
         self.clients_cs = self.w.clients(3)[:2]
+        self.clients_rc: list[Any] = self.w.receivers(2) if self.via_receiver else [None, None]
         mapped = [s for s in self.services if s.created and s.cs_currency]
         if not mapped:
             return
@@ -594,23 +647,48 @@ class Schedule:
             self.violation(f"the worker raised {type(exc).__name__}: {str(exc)[:200]}")
             return "failed"
 
+    def deliver_batch(self, bodies: list[str], deps: Any) -> list[str]:
+        """One receive of an SQS batch by a worker on the receiver path, as the Lambda worker hands it over
+        (``handle_batch``: the lines of all its accounts go to the receiver together): per record ok |
+        failed | crash (a crash kills the whole invocation: every record of the batch comes back)."""
+        from cswhmcs.billing.handlers import handle_batch
+
+        if not self.via_receiver:
+            return [self.deliver_one(body, deps) for body in bodies]
+        event = {"Records": [{"messageId": f"m{i}", "body": body} for i, body in enumerate(bodies)]}
+        try:
+            answer = handle_batch(event, deps, None)
+        except Crash:
+            return ["crash"] * len(bodies)
+        except Exception as exc:  # the Lambda would fail the whole batch; but why did it raise?
+            self.violation(f"the worker's batch raised {type(exc).__name__}: {str(exc)[:200]}")
+            return ["failed"] * len(bodies)
+        failed = {f.get("itemIdentifier") for f in answer.get("batchItemFailures", [])}
+        return ["failed" if f"m{i}" in failed else "ok" for i in range(len(bodies))]
+
     def drain(self, bodies: list[str], deps: list[Any], *, dup_p: float, rounds: int) -> list[str]:
         """SQS: each message is received until a worker finishes it (at most MAX_RECEIVES times, then
-        the dead-letter queue); a copy may go to a second worker at the same time. Returns what is left."""
+        the dead-letter queue); a copy may go to a second worker at the same time. Returns what is left.
+        On the receiver path the messages are received in batches of ``sqs_batch``."""
         queue: deque[tuple[str, int]] = deque((b, 0) for b in bodies)
+        size = max(1, self.sqs_batch)
         for _ in range(rounds):
             if not queue:
                 break
             batch = list(queue)
             queue.clear()
-            for body, receives in batch:
+            for start in range(0, len(batch), size):
+                chunk = batch[start:start + size]
+                group = [body for body, _ in chunk]
                 copies = 2 if dup_p and self.rng.random() < dup_p else 1
                 if copies == 2:
                     with ThreadPoolExecutor(2) as pool:
-                        results = list(pool.map(self.deliver_one, [body, body], deps[:2]))
+                        results = list(pool.map(self.deliver_batch, [group, group], deps[:2]))
                 else:
-                    results = [self.deliver_one(body, deps[0])]
-                if "ok" not in results:
+                    results = [self.deliver_batch(group, deps[0])]
+                for i, (body, receives) in enumerate(chunk):
+                    if "ok" in [r[i] for r in results]:
+                        continue
                     if receives + 1 < MAX_RECEIVES:
                         queue.append((body, receives + 1))
                     else:
@@ -632,11 +710,15 @@ class Schedule:
 
         armed = self.faults.arm(whmcs_kinds=(*WHMCS_KINDS, "wh_error"), whmcs_actions=BILLING_ACTIONS, crash=crash,
                                 p_fault=0.8, most=3)
+        if self.via_receiver and kind == "bill":  # and between the backend and billing.php
+            armed.kinds += self.faults.arm(cs_kinds=(), whmcs_kinds=(), receiver_kinds=RECEIVER_KINDS, p_fault=0.8,
+                                           most=2).kinds
         modes = ["single", "duplicates", "two_runs_at_once"] + (["with_collect"] if kind == "bill" else [])
         mode = self.rng.choice(modes)
         (cs1, wh1), (cs2, wh2) = self.clients_cs
-        deps1 = self.worker_deps(faulty=True, cs=cs1, whmcs=wh1)
-        deps2 = self.worker_deps(faulty=True, cs=cs2, whmcs=wh2)
+        rc1, rc2 = self.clients_rc
+        deps1 = self.worker_deps(faulty=True, cs=cs1, whmcs=wh1, receiver=rc1)
+        deps2 = self.worker_deps(faulty=True, cs=cs2, whmcs=wh2, receiver=rc2)
         if mode in ("two_runs_at_once", "with_collect"):
             # two_runs_at_once: the scheduled run and an operator's run of the same as-of; with_collect: the
             # next daily collection (past the cut-off) while the month-end run is still going.
@@ -666,7 +748,7 @@ class Schedule:
         from cswhmcs.billing.run import run_billing
 
         (cs1, wh1), (cs2, wh2) = self.clients_cs
-        clean = self.worker_deps(faulty=False, cs=cs1, whmcs=wh1)
+        clean = self.worker_deps(faulty=False, cs=cs1, whmcs=wh1, receiver=self.clients_rc[0])
         self.clock.advance(timedelta(minutes=20))
         left = self.drain(self.leftover, [clean], dup_p=0.0, rounds=MAX_RECEIVES)
         self.leftover = []
@@ -712,8 +794,14 @@ class Schedule:
                 self.violation(f"account {s.cs_user_id}: lines still open after recovery: "
                                f"{[(k, ln.status) for k, ln in state.lines.items()]}")
         self.out.attention += len(attention)
+        if self.via_receiver and attention:  # docs/billing.md 5b: no fault of this path needs an operator
+            self.out.receiver_attention += len(attention)
+            for line in attention:
+                self.violation(f"line {line.ref} needs attention on the receiver path "
+                               f"({'its item exists' if items.get(line.ref) else 'no item'}): {line.reason}")
 
-        # The operator looks each reported line up in WHMCS and settles it, then runs again.
+        # The operator looks each reported line up in WHMCS and settles it, then runs again (on the receiver
+        # path there must be nothing to settle: see above).
         for line in attention:
             found = items.get(line.ref, [])
             if found:
@@ -824,7 +912,52 @@ class Schedule:
         for ref in items:
             if ref not in refs_seen:
                 self.violation(f"item [ref {ref}] in WHMCS has no line in the ledger")
+        self.check_receiver_refs(items)
+
+    def check_receiver_refs(self, items: dict[str, list[dict[str, Any]]]) -> None:
+        """The receiver's refs table against WHMCS's items and the ledger (this schedule's clients only).
+        Receiver path: one ref row per item (same ref, billableid, client, amount), every row's item exists,
+        and every done line's billable_id is its ref row's. API path: the receiver recorded nothing."""
+        if self.w.db is None:
+            return
+        rows = [r for r in self.w.db.receiver_refs() if int(r["clientid"]) in self.clients]
+        if not self.via_receiver:
+            if rows:
+                self.violation(f"the receiver recorded refs {[r['ref'] for r in rows]} on the API path")
+            return
+        by_ref = {str(r["ref"]): r for r in rows}
+        by_id = {int(item["id"]): item for found in items.values() for item in found}
+        for ref, found in items.items():
+            row = by_ref.get(ref)
+            recorded = int(row["billableid"]) if row is not None else None
+            for item in found:
+                if int(item["id"]) != recorded:
+                    names = f" (its ref's row names #{recorded})" if recorded is not None else ""
+                    self.violation(f"item #{item['id']} [ref {ref}] in WHMCS has no row in the receiver's refs "
+                                   f"table{names}")
+                elif row is not None and (int(row["clientid"]) != int(item["clientid"])
+                                          or str(row["amount"]) != str(item["amount"])):
+                    self.violation(f"[ref {ref}]: the receiver's row (client {row['clientid']}, {row['amount']}) "
+                                   f"disagrees with its item (client {item['clientid']}, {item['amount']})")
+        for ref, row in by_ref.items():
+            if int(row["billableid"]) not in by_id:
+                self.violation(f"the receiver's row [ref {ref}] names billable #{row['billableid']}, which WHMCS "
+                               "does not have (item and ref are not one transaction)")
+        for svc in self.usage:
+            assert svc.cs_user_id is not None
+            for ln in self.ledger.lines_of(svc.cs_user_id):
+                if ln.status != "done":
+                    continue
+                row = by_ref.get(ln.ref)
+                if row is None:
+                    self.violation(f"line {ln.ref} is done (billable {ln.billable_id}) but the receiver has no "
+                                   "row for its ref")
+                elif ln.billable_id != int(row["billableid"]):
+                    self.violation(f"line {ln.ref} records billable {ln.billable_id}, the receiver's row "
+                                   f"#{row['billableid']}")
 
 
-def run_schedule(world: World, seed: int, *, size: str = "small", strict: bool = False) -> Outcome:
-    return Schedule(world, seed, size=size, strict=strict).run()
+def run_schedule(world: World, seed: int, *, size: str = "small", strict: bool = False,
+                 path: str | None = None) -> Outcome:
+    """One schedule; ``path`` (``"api"`` | ``"receiver"``) overrides the seed's own (``path_of``)."""
+    return Schedule(world, seed, size=size, strict=strict, path=path).run()

@@ -2,9 +2,12 @@
 
     python -m tests.faults.soak [--schedules 2000] [--first-seed 0] [--jobs N] [--size full|small]
 
-Progress goes to stderr; each failing schedule's report (with its replay command) to stdout; the last line
-of stdout is exactly ``N schedules, D duplicates, L lost, A needing attention`` (API.md section 5). Exit
-status: 0 when nothing broke, 1 when D or L > 0, 2 when only other invariants broke (named above it).
+Progress goes to stderr; each failing schedule's report (with its replay command) to stdout; the last two
+lines of stdout are exactly ``N schedules, D duplicates, L lost, A needing attention`` (API.md section 5) and
+``receiver path: R schedules, A needing attention`` (the R of the N that billed through the billing receiver,
+and their lines left for an operator: must be 0). Exit status: 0 when nothing broke, 1 when D or L > 0 or a
+receiver-path line needed attention, 2 when only other invariants broke (named above it). Receiver-path
+seeds are skipped (said above the summary, not counted in N) where php or MariaDB is missing.
 """
 
 from __future__ import annotations
@@ -48,13 +51,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.monotonic()
     done = duplicates = lost = attention = broken = unrecorded = 0
+    via_receiver = receiver_attention = 0
+    skipped: dict[str, int] = {}
     pool = SchedulePool(db.endpoint, args.jobs)
     try:
         seeds = list(range(args.first_seed, args.first_seed + args.schedules))
         pool.submit(seeds, args.size)
         for future in as_completed(pool.futures.values()):
             data = future.result()
+            if data.get("skipped"):
+                skipped[data["skipped"]] = skipped.get(data["skipped"], 0) + 1
+                continue
             done += 1
+            if data.get("path") == "receiver":
+                via_receiver += 1
+                receiver_attention += data.get("receiver_attention", 0)
             duplicates += data["duplicates"]
             lost += data["lost"]
             attention += data["attention"]
@@ -62,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             if data["report"]:
                 broken += 1
                 print(data["report"], flush=True)
-            if done % 100 == 0 or done == len(seeds):
+            if done % 100 == 0 or done + sum(skipped.values()) == len(seeds):
                 print(f"soak: {done}/{len(seeds)} schedules, {time.monotonic() - started:.0f} s, "
                       f"{broken} failing", file=sys.stderr, flush=True)
     finally:
@@ -71,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     if unrecorded:
         print(f"{unrecorded} deposits not credited because their only delivery died right after its first read, "
               "before writing anything (as if WHMCS had never called; not counted as lost)", flush=True)
+    for reason, n in skipped.items():
+        print(f"{n} schedules skipped: {reason}", flush=True)
     print(f"{done} schedules, {duplicates} duplicates, {lost} lost, {attention} needing attention", flush=True)
-    if duplicates or lost:
+    print(f"receiver path: {via_receiver} schedules, {receiver_attention} needing attention", flush=True)
+    if duplicates or lost or receiver_attention:
         return 1
     return 2 if broken else 0
 

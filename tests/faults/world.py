@@ -1,11 +1,23 @@
 """The shared stage of every schedule: one DynamoDB Local, one pair of sandboxes (real HTTP servers), the
 route handlers of template.yaml invoked in-process exactly as `cswhmcs serve` does, and per schedule fresh
 ledger and accounts tables. State never leaks between schedules: WHMCS service, client and ComputeStacks
-user ids are unique in the sandboxes, and the tables are new."""
+user ids are unique in the sandboxes, and the tables are new.
+
+The billing receiver (API.md section 8) is part of the stage when php and MariaDB are installed: a private
+MariaDB (once per process), a WHMCS database on it, the WHMCS sandbox in DB-backed mode on that database
+(so the items the API path creates and those the receiver creates are all in ``whmcs.billable_items``), the
+real ``billing.php`` under ``php -S`` on the same database (``ReceiverServer``, 4 workers; the server
+record's Access Hash is ``SIGNING_SECRET``) and a ``FaultProxy`` (``SlowProxy``) in front of it. Each
+sandbox restart takes a new database (the sandbox's ids start again at 1) and restarts the receiver and the
+proxy on it. Without php or MariaDB, ``receiver_reason`` says why and the receiver-path schedules are skipped.
+"""
 
 from __future__ import annotations
 
 import inspect
+import os
+import shutil
+import tempfile
 import threading
 import time
 import types
@@ -16,7 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.faults.injection import CrashCounter, CrashProxy
+from tests.faults.injection import CrashCounter, CrashProxy, SlowProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 SIGNING_SECRET = "fault-schedules-signing-secret"
@@ -69,6 +81,18 @@ def make_cs(settings: Any) -> Any:
 
     kw = _accepted(ComputeStacksClient.__init__, backoff=0.001, sleep=_short_sleep)
     return ComputeStacksClient.from_settings(settings, **kw)
+
+
+def make_receiver(settings: Any) -> Any:
+    """The billing receiver's client as the product builds it (``factory.receiver_client``), with the
+    schedules' timeout (``WHMCS_TIMEOUT`` = TIMEOUT, not twice it: a latency above TIMEOUT is a timeout)
+    and compressed backoffs."""
+    from cswhmcs import factory
+    from cswhmcs.adapters.receiver import ReceiverClient
+
+    kw = _accepted(ReceiverClient.__init__, sleep=_short_sleep)
+    return factory.receiver_client(settings, timeout=settings.WHMCS_TIMEOUT, connect_timeout=settings.CONNECT_TIMEOUT,
+                                   **kw)
 
 
 def make_whmcs(settings: Any) -> Any:
@@ -144,27 +168,148 @@ class World:
         self.groups: list[int] = []
         self.product_id = 0
         self._clients: list[tuple[Any, Any]] = []  # (ComputeStacks, WHMCS) pairs, kept across schedules
+        self._receivers: list[Any] = []  # receiver clients (through the proxy), kept like the pairs
         self._since_restart = 0
-        self._start_sandboxes()
+        # The billing receiver's stage (None, and receiver_reason set, when it cannot run here).
+        self.receiver_reason = ""
+        self.mariadb: Any = None
+        self._mariadb_tmp = ""
+        self.db: Any = None  # the WhmcsDatabase of the running sandboxes
+        self.db_name = ""
+        self.receiver: Any = None  # ReceiverServer
+        self.proxy: Any = None  # the SlowProxy (a FaultProxy) in front of it
+        self._start_mariadb()
+        try:
+            self._start_sandboxes()
+        except BaseException:
+            self._stop_sandboxes()
+            self._stop_mariadb()
+            raise
+
+    @property
+    def has_receiver(self) -> bool:
+        return self.proxy is not None
+
+    def _start_mariadb(self) -> None:
+        """Once per process (~1-4 s): the receiver's database engine, or the reason it cannot run here.
+        Only what is missing is a reason to skip; installed parts that fail to start fail the world."""
+        import importlib.util
+
+        from sandboxes.mariadb import MariaDB, MariaDBUnavailable, binaries
+
+        if shutil.which("php") is None:
+            self.receiver_reason = ("the billing receiver needs php-cli (apt-get install php-cli php-mysql "
+                                    "php-illuminate-database)")
+            return
+        if importlib.util.find_spec("pymysql") is None:
+            self.receiver_reason = "the billing receiver's database needs PyMySQL (pip install -e '.[dev]')"
+            return
+        try:
+            binaries()
+        except MariaDBUnavailable as exc:
+            self.receiver_reason = f"the billing receiver needs MariaDB: {exc}"
+            return
+        # Each MariaDB gets a tmpdir of its own: a starting mariadbd deletes every "#sql*" file in its tmpdir,
+        # so servers starting at once in the shared /tmp (this pool's workers, other test runs) break each
+        # other's mariadb-install-db ("Unknown table 'mysql.tmp_proxies_priv'"). MariaDB reads TMPDIR.
+        self._mariadb_tmp = tempfile.mkdtemp(prefix="fs-mdbtmp-")
+        saved = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = self._mariadb_tmp
+        try:
+            for attempt in range(2):  # and once more, should it still fail to install
+                server = MariaDB()
+                try:
+                    self.mariadb = server.start()
+                    break
+                except MariaDBUnavailable:
+                    server.stop()  # removes its directory
+                    if attempt:
+                        raise
+        finally:
+            if saved is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = saved
+
+    def _stop_mariadb(self) -> None:
+        if self.mariadb is not None:
+            self.mariadb.stop()
+            self.mariadb = None
+        if self._mariadb_tmp:
+            shutil.rmtree(self._mariadb_tmp, ignore_errors=True)
+            self._mariadb_tmp = ""
 
     def _start_sandboxes(self) -> None:
         from sandboxes.computestacks import ComputeStacksSandbox
         from sandboxes.whmcs import WhmcsSandbox
 
+        self._since_restart = 0
         self.cs = ComputeStacksSandbox().start()
-        self.whmcs = WhmcsSandbox().start()
+        if self.mariadb is None:
+            self.whmcs = WhmcsSandbox().start()
+        else:
+            self._start_receiver_stage()
         self.groups = [int(self.cs.add_user_group(f"group-{i}")["id"]) for i in range(3)]
         self.product_id = int(self.whmcs.add_product("Cloud Account", module="computestacks")["pid"])
-        self._since_restart = 0
+
+    def _start_receiver_stage(self) -> None:
+        """A new WHMCS database, the DB-backed sandbox on it, billing.php on it and the proxy in front."""
+        from sandboxes.receiver import ReceiverServer
+        from sandboxes.whmcs import WhmcsSandbox
+        from sandboxes.whmcsdb import WhmcsDatabase
+
+        self.db_name = f"fs_{uuid.uuid4().hex[:12]}"
+        self.mariadb.create_database(self.db_name)
+        self.db = WhmcsDatabase.mariadb(self.mariadb.socket, self.db_name)
+        self.whmcs = WhmcsSandbox(db=self.db).start()
+        self.whmcs.set_receiver_servers([SIGNING_SECRET])
+        self.receiver = ReceiverServer(self.db, workers=4).start()
+        self.proxy = SlowProxy(self.receiver.url).start()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One item for a client of no schedule, with a generous timeout: billing.php creates its refs table
+        on first use (a DDL of ~0.2 s), which should not be the first schedule's timeout after a restart."""
+        from decimal import Decimal
+
+        from cswhmcs import factory
+        from cswhmcs.adapters.receiver import ReceiverItem
+
+        client = self.whmcs.add_client("Warm", "Up", "warm-up@example.org", currency_code="USD")
+        settings = self.settings("unused", "unused", WHMCS_RECEIVER_URL=self.proxy.url)
+        warm = factory.receiver_client(settings, timeout=10.0)
+        assert warm is not None
+        try:
+            answers = warm.send([ReceiverItem(ref="0:2000-01:0", client_id=int(client["id"]),
+                                              description="warm-up [ref 0:2000-01:0]", amount=Decimal("0.01"),
+                                              currency="USD", quantity=Decimal(1), unit="quantity",
+                                              invoice_action="nextcron", due_date=None)])
+        finally:
+            warm.close()
+        if answers[0].status != "created":
+            raise RuntimeError(f"the billing receiver's warm-up item was not created: {answers[0]}")
 
     def _stop_sandboxes(self) -> None:
         for cs, whmcs in self._clients:
             cs.close()
             whmcs.close()
         self._clients = []
-        for sandbox in (self.cs, self.whmcs):
-            if sandbox is not None:
-                sandbox.stop()
+        for receiver in self._receivers:
+            receiver.close()
+        self._receivers = []
+        for part in (self.proxy, self.receiver, self.cs, self.whmcs):
+            if part is not None:
+                part.stop()
+        self.proxy = self.receiver = None
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        if self.mariadb is not None and self.db_name:
+            try:
+                self.mariadb.drop_database(self.db_name)
+            except Exception:  # noqa: S110 - best effort: the server's directory goes away with it
+                pass
+            self.db_name = ""
 
     def clients(self, n: int) -> list[tuple[Any, Any]]:
         """``n`` pairs of upstream clients for the running sandboxes (building one costs tens of ms: its
@@ -174,6 +319,15 @@ class World:
             self._clients.append((make_cs(settings), make_whmcs(settings)))
         return self._clients[:n]
 
+    def receivers(self, n: int) -> list[Any]:
+        """``n`` clients of the billing receiver, through the proxy (kept like ``clients``); [] without it."""
+        if not self.has_receiver:
+            return []
+        settings = self.settings("unused", "unused", WHMCS_RECEIVER_URL=self.proxy.url)
+        while len(self._receivers) < n:
+            self._receivers.append(make_receiver(settings))
+        return self._receivers[:n]
+
     def next_schedule(self) -> None:
         """Between schedules: fresh request logs; now and then fresh sandboxes altogether."""
         self._since_restart += 1
@@ -182,6 +336,8 @@ class World:
             self._start_sandboxes()
         self.cs.clear_faults()
         self.whmcs.clear_faults()
+        if self.proxy is not None:
+            self.proxy.clear_faults()
         self.cs.reset_requests()
         self.whmcs.reset_requests()
 
@@ -236,7 +392,9 @@ class World:
             "CONNECT_TIMEOUT": TIMEOUT, **extra})
 
     def close(self) -> None:
+        """Everything this world started (idempotent: atexit and the fixture may both call it)."""
         self._stop_sandboxes()
+        self._stop_mariadb()
         try:
             self.ddb.delete_table(TableName=self.idempotency)
         except Exception:  # noqa: S110 - best effort
