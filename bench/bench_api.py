@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--accounts", type=int, default=40)
     ap.add_argument("--no-write", action="store_true", help="do not update bench/results.json")
+    ap.add_argument("--quick", action="store_true", help="a short run: 1,000 requests, 100 of them warm-up")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.requests, args.warmup = min(args.requests, 1000), min(args.warmup, 100)
     for p in (str(ROOT), str(ROOT / "layers/shared")):
         if p not in sys.path:
             sys.path.insert(0, p)
