@@ -59,6 +59,20 @@ def mariadb_server() -> Iterator[Any]:
     server.stop()
 
 
+@pytest.fixture
+def fresh_whmcs_db(mariadb_server: Any) -> Iterator[Any]:
+    """An empty database of its own on the session MariaDB (sandboxes/whmcsdb.py WhmcsDatabase): ids start
+    at 1 and nothing leaks between tests. Dropped afterwards."""
+    from sandboxes.whmcsdb import WhmcsDatabase
+
+    name = f"whmcs_{uuid.uuid4().hex[:12]}"
+    mariadb_server.create_database(name)
+    db = WhmcsDatabase.mariadb(mariadb_server.socket, name)
+    yield db
+    db.close()
+    mariadb_server.drop_database(name)
+
+
 @pytest.fixture(scope="session")
 def template() -> Any:
     from cswhmcs.local.template import Template

@@ -11,7 +11,6 @@ data goes through AddBillableItem as before.
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,6 @@ from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.run import Summary
 from cswhmcs.billing.usage import iso
 from sandboxes.faultproxy import FaultProxy
-from sandboxes.mariadb import MariaDB
 from sandboxes.mariadb import available as mariadb_available
 from sandboxes.receiver import ReceiverServer
 from sandboxes.whmcsdb import WhmcsDatabase
@@ -47,16 +45,9 @@ FAST = BillingOptions(cs_limit=10**7, whmcs_rate=10_000, whmcs_burst=100, concur
 # ---------------------------------------------------------------------- fixtures
 
 
-
-
 @pytest.fixture
-def whmcs_db(mariadb_server: MariaDB) -> Iterator[WhmcsDatabase]:
-    name = f"whmcs_{uuid.uuid4().hex[:12]}"
-    mariadb_server.create_database(name)
-    db = WhmcsDatabase.mariadb(mariadb_server.socket, name)
-    yield db
-    db.close()
-    mariadb_server.drop_database(name)
+def whmcs_db(fresh_whmcs_db: WhmcsDatabase) -> WhmcsDatabase:
+    return fresh_whmcs_db
 
 
 @pytest.fixture

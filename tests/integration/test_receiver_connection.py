@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import shutil
 import socket
-import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from sandboxes.mariadb import MariaDB
 from sandboxes.mariadb import available as mariadb_available
 from sandboxes.receiver import ReceiverServer
 from sandboxes.whmcsdb import WhmcsDatabase
@@ -28,20 +26,14 @@ ALL_OK = ("ComputeStacks and WHMCS both accepted the backend's credentials, and 
           "accepted its signature.")
 
 
-
-
 @pytest.fixture
-def receiver_db(mariadb_server: MariaDB) -> Iterator[WhmcsDatabase]:
-    name = f"whmcs_{uuid.uuid4().hex[:12]}"
-    mariadb_server.create_database(name)
-    db = WhmcsDatabase.mariadb(mariadb_server.socket, name)
+def receiver_db(fresh_whmcs_db: WhmcsDatabase) -> Iterator[WhmcsDatabase]:
+    db = fresh_whmcs_db
     db.create_schema()
     db.put_currency(id=1, code="USD", prefix="$", suffix=" USD", format=1, rate="1.00000", default=True)
     db.put_client(id=1, firstname="Ann", lastname="Usd", email="ann@example.org", currency=1)
     db.set_servers([SIGNING_SECRET])  # the ComputeStacks server record's Access Hash
     yield db
-    db.close()
-    mariadb_server.drop_database(name)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -19,7 +18,6 @@ import pytest
 
 from cswhmcs.adapters.whmcs import WhmcsApiError, WhmcsClient
 from cswhmcs.signing import compute_signature
-from sandboxes.mariadb import MariaDB
 from sandboxes.whmcs import WhmcsSandbox
 from sandboxes.whmcsdb import WhmcsDatabase
 
@@ -29,17 +27,10 @@ RECEIVER_SECRET = "sandbox-db-test-access-hash-0123456789"  # noqa: S105 - a tes
 ROUTE = "/whmcs/billable-items"
 
 
-
-
 @pytest.fixture
-def db(mariadb_server: MariaDB) -> Iterator[WhmcsDatabase]:
+def db(fresh_whmcs_db: WhmcsDatabase) -> WhmcsDatabase:
     """A fresh database per test: ids start at 1 and nothing leaks between tests."""
-    name = f"whmcs_{uuid.uuid4().hex[:12]}"
-    mariadb_server.create_database(name)
-    database = WhmcsDatabase.mariadb(mariadb_server.socket, name)
-    yield database
-    database.close()
-    mariadb_server.drop_database(name)
+    return fresh_whmcs_db
 
 
 @pytest.fixture
