@@ -138,10 +138,14 @@ def _sandbox_process(conn: Any, rate_limit: int, rate_period: float) -> None:
 
 
 class Sandboxes:
-    def __init__(self, rate_limit: int, rate_period: float) -> None:
+    """The sandboxes in a child process (``target``: its loop, ``_sandbox_process`` or a variant taking
+    ``extra`` arguments after the rate limit), driven by commands over a pipe."""
+
+    def __init__(self, rate_limit: int, rate_period: float, *extra: Any, target: Any = None) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_sandbox_process, args=(child, rate_limit, rate_period), daemon=True)
+        self.proc = ctx.Process(target=target or _sandbox_process, args=(child, rate_limit, rate_period, *extra),
+                                daemon=True)
         self.proc.start()
         self.info = self.conn.recv()
 

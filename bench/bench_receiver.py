@@ -37,6 +37,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.bench_billing import Sandboxes
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-receiver-signing-secret-5f1c"  # noqa: S105 - a throwaway bench credential
 TARGET_PER_LINE = 0.05
@@ -67,28 +69,13 @@ def _db_sandbox_process(conn: Any, rate_limit: int, rate_period: float, socket: 
     bench_billing._sandbox_process(conn, rate_limit, rate_period)
 
 
-class DbSandboxes:
+class DbSandboxes(Sandboxes):
     """bench_billing.Sandboxes (same commands) with the WHMCS sandbox on a MariaDB database."""
 
     def __init__(self, rate_limit: int, rate_period: float, socket: str, database: str) -> None:
-        import multiprocessing as mp
+        super().__init__(rate_limit, rate_period, socket, database, target=_db_sandbox_process)
 
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_db_sandbox_process, args=(child, rate_limit, rate_period, socket, database),
-                                daemon=True)
-        self.proc.start()
-        self.info = self.conn.recv()
 
-    def call(self, *cmd: Any) -> Any:
-        self.conn.send(cmd)
-        return self.conn.recv()
-
-    def stop(self) -> None:
-        try:
-            self.call("stop")
-        finally:
-            self.proc.join(5)
 
 
 # ---------------------------------------------------------------------- faults all through a run

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.faults.injection import SlowProxy
+from tests.faults.mutants import _patched
 from tests.faults.schedule import API, RECEIVER, path_of, replay_command, run_schedule
 from tests.faults.world import World
 
@@ -110,16 +111,6 @@ def test_clear_faults_forgets_queued_latencies(slow_proxy: SlowProxy) -> None:
 
 
 # ---------------------------------------------------------------------- the checks can fail
-
-
-@contextmanager
-def _patched(obj: Any, name: str, value: Any) -> Iterator[None]:
-    saved = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, saved)
 
 
 @contextmanager
