@@ -209,3 +209,23 @@ def test_a_billing_worker_takes_up_to_100_messages_so_their_lines_go_to_the_rece
     assert props["BatchSize"] == 100
     # SQS requires a batching window for batches over 10
     assert props["MaximumBatchingWindowInSeconds"] == 5
+
+
+def test_the_close_schedule_ends_its_lead_at_the_month_end_cut_off(tpl: Template) -> None:
+    # docs/billing.md 3b: the close run's as-of (scheduled time + lead_minutes) must be the MonthEnd run's
+    # scheduled time, or the month-end run would find no account read for its as-of and read them all again.
+    events = tpl.resources["BillingPlannerFunction"]["Properties"]["Events"]
+
+    def minute_of_day(expr: str) -> int:
+        minute, hour, dom = expr.removeprefix("cron(").split()[:3]
+        assert dom == "L"
+        return int(hour) * 60 + int(minute)
+
+    close = events["MonthEndClose"]["Properties"]
+    payload = json.loads(close["Input"]["Fn::Sub"])
+    assert payload["mode"] == "close" and "<aws.scheduler.scheduled-time>" in payload["scheduled_time"]
+    assert close["ScheduleExpressionTimezone"] == month_end_schedule(tpl)["Properties"]["ScheduleExpressionTimezone"]
+    cut_off = minute_of_day(month_end_schedule(tpl)["Properties"]["ScheduleExpression"])
+    assert minute_of_day(close["ScheduleExpression"]) + payload["lead_minutes"] == cut_off
+    # ComputeStacks' last collection before a 23:00 cut-off is at 21:20 (every 3 hours at :20)
+    assert minute_of_day(close["ScheduleExpression"]) == 21 * 60 + 20

@@ -11,8 +11,18 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cswhmcs.billing.grouping import AccountState, Line, absorb, candidates, carry, claim, needs_rows
-from cswhmcs.billing.usage import iso, period_of
+from cswhmcs.billing.grouping import (
+    SETTLE,
+    AccountState,
+    Line,
+    absorb,
+    candidates,
+    carry,
+    claim,
+    complete_for,
+    needs_rows,
+)
+from cswhmcs.billing.usage import ZERO_KEY, iso, period_of
 from cswhmcs.billing.worker import read_new_rows
 from cswhmcs.money import cents
 
@@ -39,7 +49,7 @@ gen_rows = st.lists(st.builds(GenRow, sp=st.integers(1, 4), end_h=st.integers(0,
                               total=totals, qty=st.sampled_from([Decimal(0), Decimal(1), Decimal("0.5"), Decimal(3)]),
                               lag_min=st.sampled_from([0, 0, 10, 45])),
                     max_size=60)
-kinds = st.sampled_from(["bill", "collect"])
+kinds = st.sampled_from(["bill", "collect", "close"])  # close: as-of = now + lead (the "late" value), then a bill at it
 
 
 @st.composite
@@ -98,16 +108,25 @@ def bill_runs(raw: list[dict[str, Any]], runs: list[tuple[int, str, bool, int]],
     start = BASE + timedelta(hours=start_h) if start_h is not None else None
     lines: list[Line] = []
     absorbed: list[int] = []
-    schedule = sorted(runs) + [(800 * 60, "bill", False, 0)]  # a final run after everything has ended
+    # A close run reads before its as-of (the cut-off, `late` minutes ahead) and is followed by the month-end
+    # run at that cut-off, as the 21:20 and 23:00 schedules are.
+    closes = [(m + max(1, late), "bill", False, 0) for m, kind, _, late in runs if kind == "close"]
+    schedule = sorted(runs + closes) + [(800 * 60, "bill", False, 0)]  # a final run after everything has ended
     for minute, kind, twice, late in schedule:
         cs.now = BASE + timedelta(minutes=minute)
-        as_of = cs.now - timedelta(minutes=late)
+        as_of = cs.now + timedelta(minutes=max(1, late)) if kind == "close" else cs.now - timedelta(minutes=late)
         for _ in range(2 if twice else 1):  # a duplicate trigger / redelivery
             if needs_rows(state, as_of):
+                floor_time = state.scan_floor[0] if state.scan_floor != ZERO_KEY else None
+                before = state.absorbed_upto
                 rows = read_new_rows(cs, 1, floor=state.scan_floor, billing_start=start, per_page=500)
-                result = absorb(state, rows, as_of=as_of, billing_start=start)
+                # As the worker does: the settling margin counts from the listing when the as-of is ahead
+                result = absorb(state, rows, as_of=as_of, billing_start=start,
+                                settle=SETTLE + max(as_of - cs.now, timedelta(0)))
                 assert all(r.period_end <= as_of for r in result.absorbed)
                 absorbed += [r.id for r in result.absorbed]
+                if kind == "close" and not complete_for(rows, as_of=as_of, read_at=cs.now, history_from=floor_time):
+                    state.absorbed_upto = max(before, cs.now) if before is not None else cs.now
             if kind != "bill":
                 continue
             period = period_of(as_of)
@@ -137,6 +156,10 @@ def bill_runs(raw: list[dict[str, Any]], runs: list[tuple[int, str, bool, int]],
 # A late month-end run after a collection that read past its cut-off.
 @example(data=([GenRow(1, 10, 0, Decimal(1), Decimal(1)), GenRow(1, 12, 0, Decimal(2), Decimal(1))],
                [(13 * 60, "collect", False, 0), (14 * 60, "bill", False, 3 * 60)]), start_h=None)
+# A close run 100 minutes before its cut-off, while a row created earlier than one it lists is not committed yet:
+# its floor must trail the listing, not the cut-off.
+@example(data=([GenRow(1, 9, 0, Decimal(1), Decimal(1), 45), GenRow(2, 9, 0, Decimal(1), Decimal(1), 0)],
+               [(570, "close", False, 100)]), start_h=None)
 def test_any_split_into_runs_bills_each_eligible_row_once(data: tuple[list[GenRow], list[tuple[int, str, bool, int]]],
                                                           start_h: int | None) -> None:
     # Given any rows, any runs (some repeated) and maybe a go-live cut-off

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from cswhmcs.billing.messages import BILL, COLLECT
+from cswhmcs.billing.messages import BILL, CLOSE, COLLECT
 from cswhmcs.billing.usage import parse_time
 from cswhmcs.errors import DomainError
 from cswhmcs.money import fmt2
@@ -125,7 +125,7 @@ def _run(args: argparse.Namespace, *, dry_run: bool | None) -> int:
     progress = Progress(sys.stderr)
     try:
         summary = run_billing(as_of=as_of, ledger=runtime.ledger, accounts=runtime.accounts, deps=runtime.deps,
-                              kind=COLLECT if getattr(args, "collect", False) else BILL, dry_run=dry,
+                              kind=_kind(args), dry_run=dry,
                               on_planned=progress.add_planned, on_result=progress.add_result,
                               keep_lines=dry or bool(getattr(args, "json", False)))
     except DomainError as exc:
@@ -140,6 +140,12 @@ def _run(args: argparse.Namespace, *, dry_run: bool | None) -> int:
     else:
         print(summary.render())
     return summary.exit_code
+
+
+def _kind(args: argparse.Namespace) -> str:
+    if getattr(args, "collect", False):
+        return COLLECT
+    return CLOSE if getattr(args, "close", False) else BILL
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -217,7 +223,11 @@ def add_billing_commands(subparsers: Any) -> None:
     run = sub.add_parser("run", help="bill the period that ends at --as-of (same code as the scheduled run)")
     run.add_argument("--as-of", help="ISO-8601 time the period ends (default: now)")
     run.add_argument("--dry-run", action="store_true", help="show what would be billed; write nothing")
-    run.add_argument("--collect", action="store_true", help="only collect usage (the daily pass), bill nothing")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument("--collect", action="store_true", help="only collect usage (the daily pass), bill nothing")
+    mode.add_argument("--close", action="store_true",
+                      help="the reads before the month-end cut-off: --as-of is the coming cut-off; bills nothing, "
+                           "and the month-end run then bills each account read completely without reading it again")
     run.add_argument("--concurrency", type=int, help="accounts worked on at once (default 4)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
@@ -226,7 +236,7 @@ def add_billing_commands(subparsers: Any) -> None:
     preview.add_argument("--as-of", help="ISO-8601 time the period ends (default: now)")
     preview.add_argument("--concurrency", type=int)
     preview.add_argument("--json", action="store_true")
-    preview.set_defaults(func=cmd_preview, dry_run=True, collect=False)
+    preview.set_defaults(func=cmd_preview, dry_run=True, collect=False, close=False)
 
     attention = sub.add_parser("attention", help="list the lines that need an operator")
     attention.add_argument("--json", action="store_true")

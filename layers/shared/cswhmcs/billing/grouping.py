@@ -315,6 +315,42 @@ def absorb(state: AccountState, rows: Iterable[UsageRow], *, as_of: datetime,
     return result
 
 
+# ComputeStacks' CollectUsageWorker writes each active subscription product's row every 3 hours (at :20;
+# reference computestacks-api.md section 4), covering the time up to that collection.
+COLLECT_INTERVAL = timedelta(hours=3)
+
+
+def complete_for(rows: Iterable[UsageRow], *, as_of: datetime, read_at: datetime, history_from: datetime | None,
+                 interval: timedelta = COLLECT_INTERVAL) -> bool:
+    """Whether rows listed at ``read_at`` hold every row that will ever end at or before ``as_of``
+    (docs/billing.md section 3b), judged from the rows' own periods:
+
+    * a read at or after the as-of is complete by definition (as every month-end read always was);
+    * the listing must reach back two collection intervals (``history_from``: the time of the scan floor it
+      stopped at; None: it reached the account's beginning), or a subscription product whose latest rows lie
+      below the floor could not be seen at all;
+    * every subscription product whose newest listed row ended within the two intervals before the read
+      must have a row that ended after ``as_of - interval``: its next row (one interval later) then ends after
+      the as-of and belongs to the next period. One whose newest row ended earlier in that span is still due a
+      row that may end before the as-of (ComputeStacks has not committed it yet): not complete. One whose rows
+      stopped longer ago is no longer running.
+
+    A row that still turns up with an end before the as-of (a subscription stopped between two collections
+    and written late) is found by the next read and billed in the next period: never lost, never twice.
+    """
+    if read_at >= as_of:
+        return True
+    horizon = read_at - 2 * interval
+    if history_from is not None and history_from > horizon:
+        return False
+    newest: dict[int, datetime] = {}
+    for row in rows:
+        if row.sp_id not in newest or row.period_end > newest[row.sp_id]:
+            newest[row.sp_id] = row.period_end
+    due = as_of - interval
+    return not any(horizon < end <= due for end in newest.values())
+
+
 def _add(state: AccountState, row: UsageRow) -> None:
     key = (row.product_id, bucket_key(row.period_end))
     bucket = state.buckets.get(key)

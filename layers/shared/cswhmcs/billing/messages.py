@@ -14,13 +14,15 @@ from typing import Any
 
 from cswhmcs.billing.usage import iso, parse_time, period_of
 
-BILL, COLLECT = "bill", "collect"
+BILL, COLLECT, CLOSE = "bill", "collect", "close"
+# close: the reads before the month-end cut-off (as-of = the cut-off), which bill nothing
+KINDS = (BILL, COLLECT, CLOSE)
 
 
 @dataclass(frozen=True)
 class RunContext:
     run_id: str
-    kind: str  # bill | collect
+    kind: str  # bill | collect | close
     as_of: datetime
     unit_mode: str = "hours"
     currencies: list[dict[str, Any]] = field(default_factory=list)
@@ -40,7 +42,7 @@ class RunContext:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunContext:
         kind = str(d.get("kind", BILL))
-        if kind not in (BILL, COLLECT):
+        if kind not in KINDS:
             raise ValueError(f"Unknown run kind {kind!r}.")
         return cls(run_id=str(d["run"]), kind=kind, as_of=parse_time(d["as_of"]),
                    unit_mode=str(d.get("unit", "hours")), currencies=list(d.get("cur") or []),

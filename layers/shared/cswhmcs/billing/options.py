@@ -46,6 +46,10 @@ class BillingOptions:
     # In-process runs with the billing receiver: accounts handed to one worker call together, so that
     # their lines share receiver requests (up to 100 items each), like the accounts of one SQS batch.
     batch_accounts: int = 50
+    # ComputeStacks writes usage rows this often (CollectUsageWorker, every 3 h at :20): a close run's read
+    # is complete when every running subscription product has a row ending within the last interval before
+    # the cut-off (grouping.complete_for).
+    cs_collect_interval: timedelta = timedelta(hours=3)
 
     def cs_rate_per_worker(self) -> tuple[float, int]:
         """``(rate/s, burst)`` of one worker's ComputeStacks bucket: the workers together keep every

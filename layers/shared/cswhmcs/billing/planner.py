@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from cswhmcs import deadline
 from cswhmcs.billing.currency import CurrencyTable
 from cswhmcs.billing.ledger import Ledger
-from cswhmcs.billing.messages import BILL, COLLECT, Account, RunContext, WorkMessage
+from cswhmcs.billing.messages import BILL, CLOSE, COLLECT, KINDS, Account, RunContext, WorkMessage
 from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.usage import iso, parse_time, unit_mode_for, zone_or_none
 from cswhmcs.errors import InvalidInput
@@ -69,13 +69,22 @@ class Trigger:
         return f"{self.kind}#{iso(self.as_of)}"
 
 
+# The close run's default lead: from ComputeStacks' last collection before a 23:00 cut-off (21:20) to the cut-off.
+CLOSE_LEAD_MINUTES = 100
+MAX_CLOSE_LEAD_MINUTES = 720
+
+
 def parse_trigger(event: Mapping[str, Any]) -> Trigger:
-    """The Scheduler input: ``{"mode": "bill"|"collect", "scheduled_time": ..., "execution_id": ...}``."""
+    """The Scheduler input: ``{"mode": "bill"|"collect"|"close", "scheduled_time": ..., "execution_id": ...}``.
+
+    ``close`` (the reads before the month-end cut-off, docs/billing.md section 3b) also takes
+    ``"lead_minutes"`` (default 100): its as-of is the cut-off, ``scheduled_time`` + the lead, so that the
+    month-end trigger's as-of (the same instant) finds the accounts it read."""
     if not isinstance(event, Mapping):
         raise InvalidInput("The billing trigger is not a JSON object.", field="event")
     kind = str(event.get("mode") or BILL)
-    if kind not in (BILL, COLLECT):
-        raise InvalidInput(f"Unknown billing mode {kind!r}.", field="mode")
+    if kind not in KINDS:
+        raise InvalidInput(f"Unknown billing mode {kind!r}: use bill, collect or close.", field="mode")
     raw = event.get("scheduled_time") or event.get("as_of") or event.get("time")
     if not raw:
         raise InvalidInput("The billing trigger has no scheduled_time.", field="scheduled_time")
@@ -83,6 +92,10 @@ def parse_trigger(event: Mapping[str, Any]) -> Trigger:
         as_of = parse_time(raw).replace(microsecond=0)
     except ValueError:
         raise InvalidInput("The billing trigger's scheduled_time is not a time.", field="scheduled_time") from None
+    if kind == CLOSE:
+        as_of += timedelta(minutes=_lead_minutes(event.get("lead_minutes", CLOSE_LEAD_MINUTES)))
+    elif "lead_minutes" in event:
+        raise InvalidInput("lead_minutes is only for the close mode.", field="lead_minutes")
     timezone = str(event.get("timezone") or "").strip()
     if timezone and zone_or_none(timezone) is None:
         if timezone.upper() not in ("UTC", "Z", "ETC/UTC"):
@@ -90,6 +103,18 @@ def parse_trigger(event: Mapping[str, Any]) -> Trigger:
                            extra={"timezone": timezone[:64]})
         timezone = ""
     return Trigger(kind=kind, as_of=as_of, execution_id=str(event.get("execution_id") or ""), timezone=timezone)
+
+
+def _lead_minutes(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidInput("lead_minutes must be a whole number of minutes.", field="lead_minutes")
+    try:
+        minutes = int(value)
+    except ValueError:
+        raise InvalidInput("lead_minutes must be a whole number of minutes.", field="lead_minutes") from None
+    if not 1 <= minutes <= MAX_CLOSE_LEAD_MINUTES:
+        raise InvalidInput(f"lead_minutes must be between 1 and {MAX_CLOSE_LEAD_MINUTES}.", field="lead_minutes")
+    return minutes
 
 
 def read_run_context(whmcs: Any, kind: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from cswhmcs.billing.ledger import Ledger
-from cswhmcs.billing.messages import BILL, WorkMessage
+from cswhmcs.billing.messages import BILL, CLOSE, WorkMessage
 from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.planner import Trigger, plan_run
 from cswhmcs.billing.usage import iso, period_of
@@ -37,6 +37,10 @@ class Summary:
     accounts: int = 0
     accounts_read: int = 0
     accounts_missing: int = 0  # mapped, but no longer in ComputeStacks
+    # A close run: accounts whose read holds every row that can end before the cut-off (billed by the
+    # month-end run without another read), and those the month-end run reads again.
+    accounts_complete: int = 0
+    accounts_incomplete: int = 0
     failed: list[tuple[int, int, str]] = field(default_factory=list)  # (service, cs user, message)
     # Every line is kept only when asked (preview lists them); otherwise counts and totals, so a run's
     # memory does not grow with the number of accounts.
@@ -88,6 +92,9 @@ class Summary:
         self.accounts += 1
         self.accounts_read += int(result.read)
         self.accounts_missing += int(result.missing)
+        if result.complete is not None:
+            self.accounts_complete += int(result.complete)
+            self.accounts_incomplete += int(not result.complete)
         self.rows_absorbed += result.rows_absorbed
         if result.error:
             self.failed.append((result.service_id, result.cs_user_id, result.error))
@@ -124,6 +131,9 @@ class Summary:
             out.append(f"  skipped: {self.skipped}")
         out.append(f"  accounts: {self.accounts} ({self.accounts_read} read from ComputeStacks, "
                    f"{self.rows_absorbed} new usage rows), {len(self.failed)} failed")
+        if self.kind == CLOSE:
+            out.append(f"  read before the cut-off: {self.accounts_complete} complete (billed at the cut-off "
+                       f"without another read), {self.accounts_incomplete} to read again at the cut-off")
         if self.accounts_missing:
             out.append(f"  {self.accounts_missing} mapped accounts no longer exist in ComputeStacks "
                        "(usage collected before is still billed)")

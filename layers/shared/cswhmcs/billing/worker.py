@@ -55,6 +55,7 @@ from cswhmcs.billing.grouping import (
     candidates,
     carry,
     claim,
+    complete_for,
     describe,
     held,
     line_ref,
@@ -63,9 +64,9 @@ from cswhmcs.billing.grouping import (
     unclaim,
 )
 from cswhmcs.billing.ledger import Ledger, StateConflict
-from cswhmcs.billing.messages import BILL, RunContext, WorkMessage
+from cswhmcs.billing.messages import BILL, CLOSE, RunContext, WorkMessage
 from cswhmcs.billing.options import BillingOptions
-from cswhmcs.billing.usage import NO_TIME, RowKey, UsageRow, due_date, iso, parse_row, parse_time
+from cswhmcs.billing.usage import NO_TIME, ZERO_KEY, RowKey, UsageRow, due_date, iso, parse_row, parse_time
 from cswhmcs.errors import (
     ConfigurationError,
     DomainError,
@@ -207,6 +208,8 @@ class AccountResult:
     rows_absorbed: int = 0
     rows_deferred: int = 0
     read: bool = False
+    # A close run's read: whether it holds every row that can end before the cut-off (None: not a close read)
+    complete: bool | None = None
     missing: bool = False  # ComputeStacks no longer has this user
     error: str | None = None
 
@@ -291,8 +294,6 @@ class AccountWorker:
 
     def process(self) -> AccountResult:
         try:
-            if self.d.cs_gate is not None:  # raises when the run may not use ComputeStacks (now)
-                self.d.cs_gate.check(self.run.run_id)
             if self.dry_run:
                 self._preview()
             else:
@@ -353,8 +354,16 @@ class AccountWorker:
 
     # ------------------------------------------------------------------ B + C. collect and claim
 
+    def _cs_ready(self) -> None:
+        """Called before this account's first ComputeStacks request: raises when the run may not use
+        ComputeStacks (now). An account that needs no request (read by the close run, or again in the same
+        run) is billed whatever the credentials' state, and costs the gate nothing."""
+        if self.d.cs_gate is not None:
+            self.d.cs_gate.check(self.run.run_id)
+
     def _rows_for(self, state: AccountState) -> list[UsageRow]:
         if self._rows is None:
+            self._cs_ready()
             self._read_at = self.d.clock()
             try:
                 self._rows = read_new_rows(self.d.cs, self.account.cs_user_id, floor=state.scan_floor,
@@ -375,6 +384,7 @@ class AccountWorker:
             return False
         from cswhmcs.adapters.computestacks import UserSelector
 
+        self._cs_ready()
         currency = _user_currency(self.d.cs.get_user(UserSelector.by_id(self.account.cs_user_id)))
         currency = currency or state.cs_currency or self.account.currency
         if not currency:
@@ -390,14 +400,26 @@ class AccountWorker:
         self.result.carried = []
         self.result.held = []
         if needs_rows(state, self.run.as_of):
+            floor_time = state.scan_floor[0] if state.scan_floor != ZERO_KEY else None
             rows = self._rows_for(state)
+            read_at = self._read_at or self.d.clock()
             # The settling margin counts back from when the rows were listed: a run read before its as-of
-            # (an operator's --as-of in the future) must not move the floor past rows not yet committed.
-            early = self.run.as_of - self._read_at if self._read_at else timedelta(0)
+            # (an operator's --as-of in the future, a close run) must not move the floor past rows not yet
+            # committed.
+            early = self.run.as_of - read_at
+            before = state.absorbed_upto
             absorption = absorb(state, rows, as_of=self.run.as_of, billing_start=self.d.billing_start,
                                 settle=SETTLE + max(early, timedelta(0)))
             self.result.rows_absorbed = len(absorption.absorbed)
             self.result.rows_deferred = len(absorption.deferred)
+            if self.run.kind == CLOSE:
+                # Read before the cut-off: the month-end run bills without reading again only if nothing
+                # more can end before the cut-off (section 3b); otherwise it reads the account again.
+                self.result.complete = complete_for(rows, as_of=self.run.as_of, read_at=read_at,
+                                                    history_from=floor_time,
+                                                    interval=self.d.options.cs_collect_interval)
+                if not self.result.complete:
+                    state.absorbed_upto = max(before, read_at) if before is not None else read_at
             changed = True
         if self.run.kind != BILL:
             if state.rows_absorbed and self._refresh_currency(state):
@@ -659,8 +681,6 @@ class ReceiverAccountWorker(AccountWorker):
 
     def prepare(self) -> None:
         def steps() -> None:
-            if self.d.cs_gate is not None:  # raises when the run may not use ComputeStacks (now)
-                self.d.cs_gate.check(self.run.run_id)
             self._receiver_open_lines()
             self._collect_and_claim()
             self._mark()
