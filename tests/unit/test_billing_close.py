@@ -20,7 +20,7 @@ from cswhmcs.billing.worker import process_account
 from cswhmcs.errors import InvalidInput
 
 # `world` is test_billing_worker's fixture (DynamoDB on moto, in-memory ComputeStacks and WHMCS fakes)
-from tests.unit.test_billing_worker import AS_OF, ROOT, World, message, month_of_usage, world  # noqa: F401
+from tests.unit.test_billing_worker import AS_OF, OCT, ROOT, World, message, month_of_usage, world  # noqa: F401
 
 CLOSE_AT = AS_OF - timedelta(minutes=100)  # 21:20, ComputeStacks' last collection before a 23:00 cut-off
 H = timedelta(hours=1)
@@ -164,11 +164,65 @@ def test_close_messages_after_the_month_end_run_change_nothing(world: World) -> 
     assert not late_close.read and world.cs.request_count == reads and len(world.whmcs.items) == 1
 
 
-def test_a_close_read_after_the_cut_off_counts_as_complete(world: World) -> None:
+def test_a_close_message_reached_after_the_cut_off_bills_as_the_month_end_run_would(world: World) -> None:
+    # Given the close run still draining its queue when the cut-off has passed
     acct = world.add_account(10, 2, 3)
-    month_of_usage(world.cs, 2)
-    closed = _close(world, acct, at=AS_OF + timedelta(minutes=2))  # the close run still draining at 23:02
+    exact = month_of_usage(world.cs, 2, total="1")
+    closed = _close(world, acct, at=AS_OF + timedelta(minutes=2))
+
+    # Then its message reads and bills the account at once: the same as-of, period and refs
+    assert closed.complete is True and [o.status for o in closed.lines] == ["created"]
+    assert [i["amount"] for i in world.whmcs.items] == [exact]
+    assert "[ref 2:2026-10:1]" in world.whmcs.items[0]["description"]
     reads = world.cs.request_count
-    assert closed.complete is True
-    _bill(world, acct)
-    assert world.cs.request_count == reads and len(world.whmcs.items) == 1
+
+    # And the month-end run's message for it finds nothing to read or bill
+    billed = _bill(world, acct)
+    assert billed.lines == [] and not billed.read and world.cs.request_count == reads
+    assert len(world.whmcs.items) == 1
+
+
+def test_a_close_run_does_not_spend_a_request_on_a_stale_currency(world: World) -> None:
+    # Given an account whose ComputeStacks currency was last read 8 days ago (a daily collection refreshes it)
+    acct = world.add_account(10, 2, 3)
+    month_of_usage(world.cs, 2, days=20)
+    world.clock.now = OCT + timedelta(days=20)
+    process_account(message(acct, world.clock.now, kind=COLLECT), world.deps())
+    month_of_usage(world.cs, 2, start=OCT + timedelta(days=20), days=11)
+    reads = world.cs.request_count
+
+    # When the close run reads it (more than 7 days later)
+    assert _close(world, acct).complete is True
+
+    # Then one request, the listing: no GET user at month-end
+    assert world.cs.request_count == reads + 1
+
+
+def test_at_the_cut_off_an_account_read_by_the_close_run_costs_three_dynamodb_requests(world: World) -> None:
+    # Given an account with three products, read completely by the close run, billed through the receiver
+    from collections import Counter
+
+    from tests.unit.test_worker_receiver import setup
+
+    receiver = setup(world)
+    acct = world.add_account(10, 2, 3)
+    for product in (1, 2, 3):
+        month_of_usage(world.cs, 2, product=product, sp=product, total="1")
+    world.clock.now = CLOSE_AT + timedelta(minutes=10)
+    assert process_account(message(acct, AS_OF, kind=CLOSE), world.deps(receiver=receiver)).complete is True
+    calls: Counter[str] = Counter()
+
+    def count(event_name: str, **_: Any) -> None:
+        calls[event_name.rsplit(".", 1)[-1]] += 1
+
+    world.table.meta.client.meta.events.register("before-call.dynamodb", count)
+
+    # When the month-end run bills it
+    world.clock.now = AS_OF + timedelta(minutes=5)
+    result = process_account(message(acct, AS_OF), world.deps(receiver=receiver))
+
+    # Then: read the state, claim and mark, finish the three lines together; no ComputeStacks request
+    assert result.error is None and len(receiver.items) == 3 and not result.read
+    assert sum(calls.values()) == 3, calls
+    assert calls["TransactWriteItems"] == 1
+    assert {line.status for line in world.ledger.lines_of(2)} == {"done"}

@@ -25,6 +25,14 @@ def test_workers_together_stay_under_the_computestacks_budget(workers: int) -> N
     assert worst_window >= 2500 * 0.8 * 0.99  # and does not waste it
 
 
+@pytest.mark.parametrize("workers", [1, 4, 8, 16])
+def test_workers_reading_steadily_use_almost_all_of_the_budget(workers: int) -> None:
+    # A month-end reads for hours: what counts then is the steady rate, not the burst (docs/billing.md 6)
+    opts = BillingOptions(concurrency=workers)
+    rate, _burst = opts.cs_rate_per_worker()
+    assert workers * rate * opts.cs_window >= 2500 * 0.8 * 0.99
+
+
 def test_whmcs_rate_is_split_too() -> None:
     rate, burst = BillingOptions(concurrency=4, whmcs_rate=30).whmcs_rate_per_worker()
     assert rate == 7.5 and 1 <= burst <= 5

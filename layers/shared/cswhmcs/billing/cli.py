@@ -226,8 +226,9 @@ def add_billing_commands(subparsers: Any) -> None:
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--collect", action="store_true", help="only collect usage (the daily pass), bill nothing")
     mode.add_argument("--close", action="store_true",
-                      help="the reads before the month-end cut-off: --as-of is the coming cut-off; bills nothing, "
-                           "and the month-end run then bills each account read completely without reading it again")
+                      help="the reads before the month-end cut-off: --as-of is the coming cut-off; bills nothing "
+                           "before it (the month-end run then bills each account read completely without reading it "
+                           "again); an account reached at or after the cut-off is billed as the month-end run would")
     run.add_argument("--concurrency", type=int, help="accounts worked on at once (default 4)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)

@@ -118,8 +118,9 @@ def _lead_minutes(value: Any) -> int:
 
 
 def read_run_context(whmcs: Any, kind: str) -> dict[str, Any]:
-    """Read once per run. A collection sends nothing new to WHMCS, so it reads nothing there."""
-    if kind != BILL:
+    """Read once per run. A collection sends nothing new to WHMCS, so it reads nothing there; a close run
+    may bill (its messages reached after the cut-off), so it reads what a month-end run reads."""
+    if kind == COLLECT:
         return {"unit": "hours", "cur": []}
     version = whmcs.version()
     return {"unit": unit_mode_for(version), "version": version or "",
