@@ -607,6 +607,9 @@ class Schedule:
                 self.runs.append(mid)
                 self.faulty_round("bill", mid, operator=True)
                 self.recover(mid)
+            if rng.random() < 0.35:  # the close run before the cut-off (docs/billing.md 3b), or still going after it
+                self.faulty_round("close", month, at=month - timedelta(minutes=rng.choice([95, 60, 1]))
+                                  if rng.random() < 0.7 else None)
             if rng.random() < 0.15:  # the month-end run is late: a collection read past the cut-off
                 self.faulty_round("collect", datetime.combine(month.date() + timedelta(days=2), dtime(0, 30),
                                                               UTC))
@@ -697,9 +700,10 @@ class Schedule:
                 self.clock.advance(VISIBILITY)
         return [b for b, _ in queue]
 
-    def faulty_round(self, kind: str, as_of: datetime, *, operator: bool = False) -> None:
-        """One scheduled run (or an operator's, ``operator``) of ``kind`` with faults armed."""
-        self.clock.set(as_of + timedelta(minutes=5))
+    def faulty_round(self, kind: str, as_of: datetime, *, operator: bool = False, at: datetime | None = None) -> None:
+        """One scheduled run (or an operator's, ``operator``) of ``kind`` with faults armed, worked at ``at``
+        (default: 5 minutes after its as-of; a close run may be worked before its cut-off)."""
+        self.clock.set(at or as_of + timedelta(minutes=5))
         crashes = len(self.counter.crashes)
 
         def crash() -> str:
@@ -710,7 +714,7 @@ class Schedule:
 
         armed = self.faults.arm(whmcs_kinds=(*WHMCS_KINDS, "wh_error"), whmcs_actions=BILLING_ACTIONS, crash=crash,
                                 p_fault=0.8, most=3)
-        if self.via_receiver and kind == "bill":  # and between the backend and billing.php
+        if self.via_receiver and kind in ("bill", "close"):  # and between the backend and billing.php
             armed.kinds += self.faults.arm(cs_kinds=(), whmcs_kinds=(), receiver_kinds=RECEIVER_KINDS, p_fault=0.8,
                                            most=2).kinds
         modes = ["single", "duplicates", "two_runs_at_once"] + (["with_collect"] if kind == "bill" else [])
@@ -738,7 +742,8 @@ class Schedule:
                                         rounds=3)
         self.calm()
         self.count(*armed.kinds, f"{kind} {mode}")
-        self.note(f"{kind} {as_of.isoformat()}{' (operator)' if operator else ''}: {armed} {mode}; crashes "
+        self.note(f"{kind} {as_of.isoformat()}{f' at {at.isoformat()}' if at else ''}"
+                  f"{' (operator)' if operator else ''}: {armed} {mode}; crashes "
                   f"{self.counter.crashes[crashes:]}; {len(self.leftover)} messages left")
 
     def recover(self, month: datetime) -> None:

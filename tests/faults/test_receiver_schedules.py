@@ -179,7 +179,7 @@ RECEIVER_MUTANTS: dict[str, Callable[[World], Any]] = {
 
 @pytest.mark.integration
 @pytest.mark.parametrize(("mutant", "seeds", "finding"), [
-    ("unknown_outcome_needs_attention", [9, 3], "needs attention on the receiver path"),
+    ("unknown_outcome_needs_attention", [0, 11], "needs attention on the receiver path"),
     ("item_outside_the_transaction", [1, 3], "has no row in the receiver's refs table"),
     ("wrong_billable_recorded", [1, 3], "the receiver's row"),
 ])
