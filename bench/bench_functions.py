@@ -43,6 +43,7 @@ Figures (merged into bench/results.json, API.md section 5; medians over repeated
   difference in milliseconds (reported); the DynamoDB Local share of it is printed beside.
 
     python -m bench functions [--quick] [--runs 5] [--overhead-runs 30] [--latency 0.05] [--no-write]
+    python -m bench functions --cold-only [--runs 5]   # only the cold starts (their table and ratio), nothing written
 
 ``--quick`` (under a minute): 3 cold runs, 500 accounts/users and a worker batch of 25 for the heavy
 events, 8 overhead runs of three actions; the figures are indicative.
@@ -1001,8 +1002,7 @@ def build_figures(cold: dict[str, list[ChildResult]], baseline: list[ChildResult
     return figures, notes
 
 
-def detail_tables(cold: dict[str, list[ChildResult]], baseline: list[ChildResult], heavy: dict[str, list[int]],
-                  warm: dict[str, Any]) -> str:
+def cold_table(cold: dict[str, list[ChildResult]], baseline: list[ChildResult], heavy: dict[str, list[int]]) -> str:
     med = statistics.median
     base_ms = f"{med(r.import_ms for r in baseline):.0f}"
     rows: list[list[Any]] = [["boto3 baseline", base_ms, "", base_ms, f"{med(r.import_cpu_ms for r in baseline):.0f}",
@@ -1012,9 +1012,14 @@ def detail_tables(cold: dict[str, list[ChildResult]], baseline: list[ChildResult
                      f"{med(r.cold_ms for r in rs):.0f}", f"{med(r.cold_cpu_ms for r in rs):.0f}",
                      f"{med(r.rss_kb for r in rs) / 1024:.1f}",
                      f"{med(heavy[name]) / 1024:.1f}" if name in heavy else ""])
-    parts = ["Cold start per function (median; ms) and peak RSS (MB):\n",
-             _table(["function", "import", "first-call init", "cold start", "cold start, CPU time", "RSS, one call",
-                     "RSS, heavy call"], rows)]
+    return "\n".join(["Cold start per function (median; ms) and peak RSS (MB):\n",
+                      _table(["function", "import", "first-call init", "cold start", "cold start, CPU time",
+                              "RSS, one call", "RSS, heavy call"], rows)])
+
+
+def detail_tables(cold: dict[str, list[ChildResult]], baseline: list[ChildResult], heavy: dict[str, list[int]],
+                  warm: dict[str, Any]) -> str:
+    parts = [cold_table(cold, baseline, heavy)]
     rows = [[c["action"], len(c["cs"]), "; ".join(c["cs"]), len(c["ddb"]), ", ".join(c["ddb"]), c["whmcs"],
              "yes" if c["counted"] else "info"] for c in warm["counts"]]
     parts += ["\nUpstream calls of one warm invocation per action:\n",
@@ -1027,6 +1032,21 @@ def detail_tables(cold: dict[str, list[ChildResult]], baseline: list[ChildResult
     return "\n".join(parts)
 
 
+def _print_cold_only(cold: dict[str, list[ChildResult]], baseline: list[ChildResult]) -> int:
+    base_ms = statistics.median(r.import_ms for r in baseline)
+    base_cpu = statistics.median(r.import_cpu_ms for r in baseline)
+    print(f"\nCold starts only ({len(cold)} functions of template.yaml, {len(baseline)} runs each):\n")
+    print(cold_table(cold, baseline, {}))
+    worst_fn, worst_ms = max(((n, statistics.median(r.cold_ms for r in rs)) for n, rs in cold.items()),
+                             key=lambda kv: kv[1])
+    cpu_fn, cpu_ms = max(((n, statistics.median(r.cold_cpu_ms for r in rs)) for n, rs in cold.items()),
+                         key=lambda kv: kv[1])
+    ratio = worst_ms / base_ms
+    print(f"\ncold_start_ratio {ratio:.3f} (worst {worst_fn} {worst_ms:.0f} ms vs boto3 baseline {base_ms:.0f} ms; "
+          f"target <= {COLD_TARGET}); in CPU time: worst {cpu_fn} x{cpu_ms / base_cpu:.2f}")
+    return 0 if ratio <= COLD_TARGET else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench functions", description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a short run (under a minute); indicative figures")
@@ -1034,6 +1054,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overhead-runs", type=int, help="timed invocations per action and path (default 30; --quick 8)")
     ap.add_argument("--latency", type=float, default=0.05, help="sandbox latency for the overhead ratio (s)")
     ap.add_argument("--no-write", action="store_true", help="do not update bench/results.json")
+    ap.add_argument("--cold-only", action="store_true",
+                    help="only the cold starts: their table and ratio, no other figure, nothing written")
     args = ap.parse_args(argv)
     runs = args.runs or (3 if args.quick else 5)
     overhead_runs = args.overhead_runs or (8 if args.quick else 30)
@@ -1059,6 +1081,8 @@ def main(argv: list[str] | None = None) -> int:
                 functions = functions_of_template(stack)
                 stack.site = layer_site(workdir)
                 cold, baseline = measure_cold(stack, functions, runs, workdir)
+                if args.cold_only:
+                    return _print_cold_only(cold, baseline)
                 heavy = measure_heavy(stack, functions, heavy_runs, workdir, batch_size=25 if args.quick else 100)
                 say(f"warm invocations ({overhead_runs} timed per action and path)")
                 warm = measure_warm(stack, functions, runs=overhead_runs, latency=args.latency,

@@ -205,14 +205,14 @@ class ComputeStacksClient:
                                 policy=RetryPolicy(max_retries=max(0, int(max_retries)), backoff=backoff,
                                                    max_backoff=max(backoff, 2.0),
                                                    max_throttle_wait=max_rate_limit_wait))
-        self._http = bounded.bound(httpx.Client(
+        self._http = bounded.client(
             base_url=base,
             headers={"Accept": f"application/json; api_version={int(api_version)}",
                      "User-Agent": "cswhmcs (ComputeStacks-WHMCS integration)"},
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             transport=transport,
             follow_redirects=False,
-        ))  # each attempt bounded in total time, not only per read (adapters.bounded)
+        )  # each attempt bounded in total time, one TLS context per process (adapters.bounded)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> ComputeStacksClient:
