@@ -92,9 +92,9 @@ def test_the_billing_worker_registers_its_secrets(monkeypatch: pytest.MonkeyPatc
             ensure_tables(Template(ROOT / "template.yaml"), boto3.client("dynamodb", region_name="us-east-1"),
                           {"ACCOUNTS_TABLE": "accounts", "LEDGER_TABLE": "ledger", "IDEMPOTENCY_TABLE": "idem"})
             # When the worker handles a record (ComputeStacks unreachable: the account is retried)
-            from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+            from cswhmcs.billing.handlers import BatchFailed
 
-            with pytest.raises(BatchProcessingError):  # the whole batch failed: returned to the queue
+            with pytest.raises(BatchFailed):  # the whole batch failed: returned to the queue
                 worker_handler({"Records": [dict(record, body=message.to_json())]}, None)
             # Then its secrets are masked in any later log line
             logger.warning(f"diagnostic {cs_secret} {whmcs_secret}", extra={"note": [access_key]})

@@ -127,19 +127,34 @@ def worker_handler(event: dict[str, Any], context: Any, env: Mapping[str, str] |
                    deps: WorkerDeps | None = None) -> dict[str, Any]:
     """SQS batch -> ``{"batchItemFailures": [...]}``: only failed accounts return to the queue.
     ``env`` is not read (kept for the entry points' signature): everything comes from the settings."""
-    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-
     from cswhmcs.config import get_settings
 
     worker_deps = deps or _worker_deps(get_settings())
     if worker_deps.receiver is not None:
         return handle_batch(event, worker_deps, context)
-    processor = BatchProcessor(event_type=EventType.SQS)
-    answer = process_partial_response(
-        event=event, record_handler=lambda record: _within_time(record.body, worker_deps, context),
-        processor=processor, context=context,
-    )
-    return dict(answer)
+    records = event.get("Records") or []
+    failures: list[str] = []
+    for record in records:
+        record_id = str(record.get("messageId", ""))
+        try:
+            _within_time(str(record["body"]), worker_deps, context)
+        except Exception as exc:  # this record returns to the queue; the others go on
+            if not isinstance(exc, AccountFailed):
+                logger.warning("billing work message failed", extra={"message_id": record_id,
+                                                                     "error_type": type(exc).__name__})
+            failures.append(record_id)
+    if records and len(failures) == len(records):
+        # As Powertools' batch processor does: an invocation whose every record failed is an error (the
+        # Errors alarm sees it), and SQS returns the whole batch.
+        raise BatchFailed(len(records))
+    return {"batchItemFailures": [{"itemIdentifier": record_id} for record_id in failures]}
+
+
+class BatchFailed(Exception):
+    """Every record of an SQS batch failed: the invocation fails and the batch returns to the queue."""
+
+    def __init__(self, records: int) -> None:
+        super().__init__(f"All {records} billing work messages of the batch failed; they return to the queue.")
 
 
 def handle_batch(event: dict[str, Any], deps: WorkerDeps, context: Any) -> dict[str, Any]:
