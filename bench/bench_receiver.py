@@ -11,14 +11,16 @@ of that ledger (its own tables) and an empty tblbillableitems. Figures (bench/re
 * ``whmcs_requests_per_line``: receiver path, every WHMCS HTTP request of the month-end run (the WHMCS API's,
   counted by the sandbox, plus the receiver's, counted by the proxy) / lines billed; target <= 0.05;
 * ``whmcs_requests_per_line_api``: the same on the AddBillableItem path (reported; reference: what that
-  design predicts, one GetClientsDetails per account + one AddBillableItem per line);
+  design predicts, one GetClientsDetails per account + one AddBillableItem per line, whatever the number of
+  accounts: so this path bills only the first ``--api-accounts``, 500 by default);
 * ``attention_lines_after_faults``: a receiver-path month-end with proxy faults armed all through it
   (answers dropped after PHP committed, connections dropped before, 502/504 with and without the commit,
   HTML instead of JSON), then the re-runs an operator (or the next collection) would make until one has
   no failed account: lines needing an operator at the end; target 0. Duplicates and lost lines are
   counted too; either makes the bench fail.
 
-    python -m bench receiver [--quick] [--accounts 2000] [--fault-accounts 1000] [--repeats 1] [--no-write]
+    python -m bench receiver [--quick] [--accounts 2000] [--api-accounts 500] [--fault-accounts 1000] [--repeats 1]
+                             [--no-write]
 """
 
 from __future__ import annotations
@@ -384,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench receiver", description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="200 accounts on each path, 200 in the fault run")
     ap.add_argument("--accounts", type=int, help="accounts on each path (default 2000)")
+    ap.add_argument("--api-accounts", type=int, help="accounts on the AddBillableItem path (default 500, at most "
+                                                     "--accounts)")
     ap.add_argument("--fault-accounts", type=int, help="accounts in the fault run (default 1000)")
     ap.add_argument("--repeats", type=int, default=1, help="measured runs per path (the median is reported)")
     ap.add_argument("--scale", type=float, default=10.0, help="limit scale, as bench_billing (1 = real)")
@@ -405,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
 
     n = args.accounts or (200 if args.quick else 2000)
     n_faults = args.fault_accounts or (200 if args.quick else 1000)
+    n_api = min(n, args.api_accounts or 500)
     kw = {"scale": args.scale, "latency": args.latency, "concurrency": args.concurrency}
     started = time.perf_counter()
     with DynamoDBLocal() as ddb, MariaDB() as mariadb, \
@@ -413,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
               "month so far", file=sys.stderr, flush=True)
         bench.collect()
         print(f"... collected ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
-        plan = [bench.prepare(path, n) for _ in range(max(1, args.repeats)) for path in ("receiver", "api")]
+        plan = [bench.prepare(path, size) for _ in range(max(1, args.repeats))
+                for path, size in (("receiver", n), ("api", n_api))]
         plan.append(bench.prepare("faults", n_faults))
         bench.last_day()
         results: list[Measured] = []

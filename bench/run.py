@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -29,10 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         chosen, rest = names, args
     status = 0
+    walls: dict[str, float] = {}
+    started = time.perf_counter()
     for name in chosen:
         print(f"== bench {name} ==", flush=True)
+        t0 = time.perf_counter()
         module = importlib.import_module(f"bench.bench_{name}")
         status = max(status, int(module.main(rest) or 0))
+        walls[name] = time.perf_counter() - t0
+    if len(chosen) > 1:
+        print("\n== bench: " + ", ".join(f"{name} {wall:.0f} s" for name, wall in walls.items())
+              + f"; all {time.perf_counter() - started:.0f} s wall", flush=True)
     return status
 
 

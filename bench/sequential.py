@@ -75,6 +75,7 @@ class Billable:
 class SequentialResult:
     accounts: int
     wall: float = 0.0
+    per_run: float = 0.0  # of ``wall``: what is spent once per run whatever the accounts (WhmcsDetails)
     records: int = 0
     cs_requests: int = 0
     whmcs_requests: Counter[str] = field(default_factory=Counter)
@@ -234,11 +235,13 @@ def run_sequential(cs: Sequence[str], whmcs: Sequence[str], cs_user_ids: Sequenc
         billables = group(resolved)
         # 3. ... and sends them one by one.
         if billables:
+            t0 = time.perf_counter()
             try:
                 details = wh.call("WhmcsDetails")
                 version = _version((details.get("whmcs") or {}).get("version"))
             except (SequentialError, httpx.HTTPError, AttributeError):
                 version = (0, 0)
+            result.per_run += time.perf_counter() - t0
             due = due_date(now or period_end)
             for item in billables:
                 try:

@@ -388,6 +388,8 @@ class ComputeStacksSandbox:
         self._products: dict[str, dict[str, Any]] = {}
         self._sub_products: dict[int, dict[str, Any]] = {}
         self._usages: dict[int, dict[str, Any]] = {}
+        # the same rows per user, by id (a user's list reads its own rows, not every user's)
+        self._usages_by_user: dict[int, dict[int, dict[str, Any]]] = {}
         self._credentials: dict[str, dict[str, Any]] = {}
         self._ghost_owner: dict[str, Any] = {"id": None, "is_admin": True, "failed_attempts": 0, "locked_at": None}
         self._requests: list[dict[str, Any]] = []
@@ -715,6 +717,7 @@ class ComputeStacksSandbox:
                 "created_at": made, "updated_at": made,
             }
             self._usages[row["id"]] = row
+            self._usages_by_user.setdefault(user_id, {})[row["id"]] = row
             return copy.deepcopy(row)
 
     def mark_usage_processed(self, user_id: int | None = None) -> int:
@@ -722,8 +725,9 @@ class ComputeStacksSandbox:
         with self._lock:
             now = self._now()
             changed = 0
-            for row in self._usages.values():
-                if not row["processed"] and (user_id is None or row["user_id"] == user_id):
+            rows = self._usages if user_id is None else self._usages_by_user.get(user_id, {})
+            for row in rows.values():
+                if not row["processed"]:
                     row.update(processed=True, processed_on=now, updated_at=now)
                     changed += 1
             return changed
@@ -1220,7 +1224,8 @@ class ComputeStacksSandbox:
     def _action_users_destroy(self, req: _Request, params: dict[str, str]) -> _Response:
         user = self._locate_user(req, params["id"])
         del self._users[user["id"]]
-        self._usages = {k: v for k, v in self._usages.items() if v["user_id"] != user["id"]}
+        for usage_id in self._usages_by_user.pop(user["id"], {}):
+            del self._usages[usage_id]
         self._credentials = {k: v for k, v in self._credentials.items() if v["user_id"] != user["id"]}
         return _head(204)
 
@@ -1257,7 +1262,7 @@ class ComputeStacksSandbox:
         user = self._users.get(number) if number else None
         if user is None:
             return _errors(404, "Unknown User")
-        rows = sorted((r for r in self._usages.values() if r["user_id"] == user["id"]),
+        rows = sorted(self._usages_by_user.get(user["id"], {}).values(),
                       key=lambda r: (r["created_at"], r["id"]), reverse=True)  # default_scope created_at desc
         page, headers = self._paginate(req, rows)
         return _json_response(200, {"billing_usages": [self._usage_json(r) for r in page]}, headers)
@@ -1329,8 +1334,8 @@ class ComputeStacksSandbox:
         if view == "create":
             return out
         if include_usage:
-            total = sum((r["total"] for r in self._usages.values()
-                         if r["user_id"] == user["id"] and not r["processed"]), Decimal(0))
+            total = sum((r["total"] for r in self._usages_by_user.get(user["id"], {}).values()
+                         if not r["processed"]), Decimal(0))
             out["unprocessed_usage"] = _rb_decimal(total)
         group = self._groups.get(user.get("user_group_id") or 0)
         plan = self._plans.get(group["billing_plan_id"]) if group and group.get("billing_plan_id") else None
