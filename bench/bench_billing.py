@@ -14,8 +14,9 @@ baseline, and a 100k simulation checked against the real code. Figures (API.md s
   one WhmcsDetails per run, counted once); target >= 10;
 * ``billing_rss_growth``: peak RSS of the billing process at 2,000 accounts / at 200 (same limits); <= 1.2;
 * ``month_end_minutes_100k`` / ``month_end_minutes_100k_safelisted``: simulated minutes after the cut-off
-  until 100,000 accounts are billed, today's design at the template's defaults (8 workers, SQS batches of
-  100, the billing receiver), with ``CS_RATE_LIMIT`` 2,500 and 10,000; targets <= 150 and <= 15;
+  until 100,000 accounts are billed: the close run from 21:20 and the month-end run at 23:00 (docs/billing.md
+  3b; ``bench/simulation.py`` ``simulate_close``) at the template's defaults (8 workers, SQS batches of 100,
+  the billing receiver), with ``CS_RATE_LIMIT`` 2,500 and 10,000; targets <= 150 and <= 15;
 * ``peak_cs_requests_per_5min``: the worst 5-minute window of those simulations / ``CS_RATE_LIMIT``; <= 0.8;
 * ``simulation_error``: the simulator given the 2,000-account run's parameters (accounts, workers, buckets,
   requests per account and the round-trip times measured in that run: the sandboxes' 50 ms plus HTTP and
@@ -24,8 +25,10 @@ baseline, and a 100k simulation checked against the real code. Figures (API.md s
 Part 1 runs the real planner and worker in-process against DynamoDB Local and both sandboxes (in a
 separate process, so that the memory measured is ours). Each size first gets a daily collection (the month
 so far), then the last day's usage, then the measured month-end runs: each on its own copy of the collected
-ledger, so that repeats bill the same state. Part 2 is a discrete-event model of planner, SQS batches,
-C workers with their token buckets and latencies (``simulate``; ``SimParams.cs_limit`` is ``CS_RATE_LIMIT``).
+ledger, so that repeats bill the same state. Part 2 is bench/simulation.py: discrete-event models of planner,
+SQS batches, C workers with their token buckets and latencies: ``simulate`` (every account read after the
+cut-off, as these measured runs do: the model ``simulation_error`` checks) and ``simulate_close`` (the close
+run + the month-end run sharing one queue: the 100k figures). ``SimParams.cs_limit`` is ``CS_RATE_LIMIT``.
 
     python -m bench billing [--quick] [--full] [--sizes 200,2000] [--repeats 2] [--baseline 100] [--no-write]
 """
@@ -34,9 +37,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import heapq
 import json
-import math
 import multiprocessing as mp
 import os
 import re
@@ -46,7 +47,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -57,15 +58,26 @@ ROOT = Path(__file__).resolve().parent.parent
 CUT_OFF = datetime(2026, 10, 31, 23, tzinfo=UTC)
 COLLECT_AT = datetime(2026, 10, 31, 0, 30, tzinfo=UTC)
 MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)
-CS_LIMIT, CS_WINDOW, CS_SHARE = 2500, 300.0, 0.8
-SAFELISTED_LIMIT = 10_000
-WHMCS_RATE = 30.0
 PRODUCTS = (("containerm", "0.02054795"), ("storage", "0.00068493"))
 TARGETS = {"billing_bound_ratio_200": 1.1, "billing_bound_ratio_2000": 1.2, "billing_speedup_vs_sequential": 10.0,
            "billing_rss_growth": 1.2, "month_end_minutes_100k": 150.0, "month_end_minutes_100k_safelisted": 15.0,
            "peak_cs_requests_per_5min": 0.8, "simulation_error": 0.1}
-RECEIVER_REQUESTS_PER_LINE = 0.05  # the receiver's target (measured: bench receiver's whmcs_requests_per_line)
 
+# The month-end models (the old after-cut-off one, ``simulate``, checked against measured runs here, and the close
+# run + bill run, ``simulate_close``, behind the 100k figures) live in bench/simulation.py.
+from bench.simulation import (  # noqa: E402
+    CS_LIMIT,
+    CS_SHARE,
+    CS_WINDOW,
+    SAFELISTED_LIMIT,
+    WHMCS_RATE,
+    SimParams,
+    peak_in_window,
+    print_close_simulated,
+    run_close_simulations,
+    run_simulations,
+    simulate,
+)
 
 # ---------------------------------------------------------------------- sandboxes in their own process
 
@@ -185,16 +197,6 @@ def _reset_hwm() -> bool:
         return True
     except OSError:
         return False
-
-
-def peak_in_window(times: Iterable[float], window: float) -> int:
-    ts = sorted(times)
-    best = j = 0
-    for i, t in enumerate(ts):
-        while ts[j] <= t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
 
 
 class _Probe:
@@ -458,135 +460,7 @@ def _run_row(n: int, *, scale: float, latency: float, concurrency: int, options:
     }
 
 
-# ---------------------------------------------------------------------- the simulator
-
-
-@dataclass(frozen=True)
-class SimParams:
-    accounts: int = 100_000
-    workers: int = 4  # SQS event source MaximumConcurrency (in-process: threads)
-    cs_requests_per_account: float = 1.0
-    whmcs_requests_per_account: float = 3.0  # GetClientsDetails + ~2 AddBillableItem (API path)
-    latency_cs: float = 0.05
-    latency_whmcs: float = 0.05
-    latency_ddb: float = 0.005
-    ddb_ops_per_account: float = 8.0
-    cs_limit: int = CS_LIMIT  # CS_RATE_LIMIT: requests per window ComputeStacks allows the backend
-    cs_window: float = CS_WINDOW
-    cs_share: float = CS_SHARE
-    cs_burst: int = 10
-    whmcs_rate: float = WHMCS_RATE
-    whmcs_burst: int = 5
-    batch: int = 10  # SQS BatchSize (in-process: 1)
-    planner_msgs_per_s: float = 3200.0  # 8 threads x SendMessageBatch(10) / 25 ms
-    cold_start: float = 1.0
-    # In-process (build_runtime): one ComputeStacks and one WHMCS bucket for all threads; on AWS each
-    # worker has its own share of the budget.
-    shared_buckets: bool = False
-
-
-class _Bucket:
-    """The token bucket of cswhmcs.adapters.pacing as a reservation schedule (GCRA), so that requests may
-    arrive in any order: burst ``burst``, then ``rate`` per second."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.interval = 1.0 / rate
-        self.tolerance = (max(1, burst) - 1) * self.interval
-        self.tat = 0.0
-
-    def take(self, t: float) -> float:
-        """The time a request that is ready at ``t`` may go."""
-        go = max(t, self.tat - self.tolerance)
-        self.tat = max(self.tat, go) + self.interval
-        return go
-
-
-def _spread(i: int, per: float) -> int:
-    """How many of ``per`` requests per account (on average) account ``i`` makes: spread evenly."""
-    return math.floor((i + 1) * per + 1e-9) - math.floor(i * per + 1e-9)
-
-
-def simulate(p: SimParams) -> dict[str, Any]:
-    """Discrete-event model of one month-end run; t = 0 is the cut-off (the Scheduler's time). Each worker
-    takes a batch when free (once the planner has enqueued it) and works its accounts one by one: the
-    ComputeStacks reads, the WHMCS requests, then the DynamoDB calls; every request waits for its bucket."""
-    budget = p.cs_limit * p.cs_share
-    if p.shared_buckets:
-        burst = max(1, min(p.cs_burst, int(budget // 10)))
-        cs_buckets = [_Bucket(max(1e-9, (budget - burst) / p.cs_window), burst)]
-        wh_buckets = [_Bucket(p.whmcs_rate, p.whmcs_burst)]
-    else:
-        share = budget / p.workers
-        burst = max(1, min(p.cs_burst, int(share // 10)))
-        wh_rate = p.whmcs_rate / p.workers
-        cs_buckets = [_Bucket(max(1e-9, (share - burst) / p.cs_window), burst) for _ in range(p.workers)]
-        wh_buckets = [_Bucket(wh_rate, max(1, min(p.whmcs_burst, math.ceil(wh_rate)))) for _ in range(p.workers)]
-    ddb_time = p.ddb_ops_per_account * p.latency_ddb
-    heap = [(p.cold_start, w) for w in range(p.workers)]
-    heapq.heapify(heap)
-    steps: list[list[int]] = [[] for _ in range(p.workers)]  # 0: ComputeStacks, 1: WHMCS, 2: DynamoDB
-    pos = [0] * p.workers
-    cs_times: list[float] = []
-    wh_times: list[float] = []
-    next_account, done_at = 0, 0.0
-    while heap:
-        t, w = heapq.heappop(heap)
-        if pos[w] < len(steps[w]):
-            kind = steps[w][pos[w]]
-            pos[w] += 1
-            if kind == 0:
-                t = cs_buckets[0 if p.shared_buckets else w].take(t)
-                cs_times.append(t)
-                t += p.latency_cs
-            elif kind == 1:
-                t = wh_buckets[0 if p.shared_buckets else w].take(t)
-                wh_times.append(t)
-                t += p.latency_whmcs
-            else:
-                t += ddb_time
-            done_at = max(done_at, t)
-            heapq.heappush(heap, (t, w))
-            continue
-        if next_account >= p.accounts:
-            continue  # this worker is done
-        first, last = next_account, min(next_account + p.batch, p.accounts)
-        next_account = last
-        t = max(t, last / p.planner_msgs_per_s)  # the batch must have been enqueued
-        work: list[int] = []
-        for i in range(first, last):
-            work += [0] * _spread(i, p.cs_requests_per_account) + [1] * _spread(i, p.whmcs_requests_per_account) + [2]
-        steps[w], pos[w] = work, 0
-        heapq.heappush(heap, (t, w))
-    bounds = {
-        "ComputeStacks rate": p.accounts * p.cs_requests_per_account / (budget / p.cs_window),
-        "WHMCS rate": p.accounts * p.whmcs_requests_per_account / p.whmcs_rate,
-        "latency x concurrency": p.accounts * (p.cs_requests_per_account * p.latency_cs
-                                               + p.whmcs_requests_per_account * p.latency_whmcs + ddb_time) / p.workers,
-    }
-    which, bound = max(bounds.items(), key=lambda kv: kv[1])
-    return {"accounts": p.accounts, "workers": p.workers, "cs_per_account": p.cs_requests_per_account,
-            "cs_limit": p.cs_limit, "time_after_cutoff": done_at, "bound": bound, "bound_by": which,
-            "ratio": done_at / bound if bound else 0.0, "peak_cs_window": peak_in_window(cs_times, p.cs_window),
-            "peak_whmcs_per_s": peak_in_window(wh_times, 1.0), "cs_requests": len(cs_times),
-            "whmcs_requests": len(wh_times), "planner_s": p.accounts / p.planner_msgs_per_s}
-
-
-MonthEndModel = Callable[[SimParams], dict[str, Any]]
-
-
-def deployment(cs_limit: int = CS_LIMIT, **overrides: Any) -> SimParams:
-    """100,000 accounts with today's design at the template's defaults: WorkerMaxConcurrency 8, SQS BatchSize
-    100, the billing receiver (<= 0.05 WHMCS requests per line, ~2 lines per account), every account read once
-    after the cut-off; ``cs_limit`` = CS_RATE_LIMIT."""
-    base = SimParams(workers=8, batch=100, whmcs_requests_per_account=2 * RECEIVER_REQUESTS_PER_LINE,
-                     cs_limit=cs_limit)
-    return replace(base, **overrides)
-
-
-def month_end(cs_limit: int, *, model: MonthEndModel = simulate, **overrides: Any) -> dict[str, Any]:
-    """The figures' scenario for one ``CS_RATE_LIMIT``; a new design plugs in its own ``model`` (and
-    parameters) here."""
-    return model(deployment(cs_limit, **overrides))
+# ---------------------------------------------------------------------- the simulator (bench/simulation.py)
 
 
 def bench_run_params(run: dict[str, Any]) -> SimParams:
@@ -606,24 +480,6 @@ def simulation_check(run: dict[str, Any]) -> dict[str, Any]:
     sim = simulate(bench_run_params(run))
     return {"simulated": sim["time_after_cutoff"], "measured": run["wall"],
             "error": abs(sim["time_after_cutoff"] - run["wall"]) / run["wall"], "bound_by": sim["bound_by"]}
-
-
-def run_simulations(cs_limit: int = CS_LIMIT) -> list[tuple[str, dict[str, Any]]]:
-    """Today's design at ``cs_limit``: the figures' scenario (receiver path) and variations."""
-    out = [
-        ("template defaults, receiver (C=8, batches of 100)", month_end(cs_limit)),
-        ("template defaults, WHMCS API path", month_end(cs_limit, whmcs_requests_per_account=3.0)),
-        ("C = 4, batches of 10, API path", simulate(SimParams(workers=4, cs_limit=cs_limit))),
-        ("C = 8, WHMCS 200 ms, API path", simulate(SimParams(workers=8, latency_whmcs=0.2, cs_limit=cs_limit))),
-        ("C = 4, WHMCS 200 ms, API path", simulate(SimParams(workers=4, latency_whmcs=0.2, cs_limit=cs_limit))),
-        ("no daily collection, pages of 500 (2 pages)",
-         simulate(SimParams(workers=4, cs_requests_per_account=2, cs_limit=cs_limit))),
-    ]
-    r = simulate(SimParams(workers=4, cs_requests_per_account=24, accounts=10_000, cs_limit=cs_limit))
-    r = {**r, "accounts": 100_000, "time_after_cutoff": r["time_after_cutoff"] * 10, "bound": r["bound"] * 10,
-         "cs_requests": r["cs_requests"] * 10}
-    out.append(("no daily collection, pages of 30 (10k x 10)", r))
-    return out
 
 
 # ---------------------------------------------------------------------- report
@@ -802,8 +658,9 @@ def main(argv: list[str] | None = None) -> int:
     large_repeats = args.repeats or (1 if args.quick else 2)
     baseline = large_n if args.full else (args.baseline if args.baseline is not None else (25 if args.quick else 100))
 
-    sim_rows = run_simulations(CS_LIMIT) + run_simulations(SAFELISTED_LIMIT)[:2]
-    sims = {CS_LIMIT: month_end(CS_LIMIT), SAFELISTED_LIMIT: month_end(SAFELISTED_LIMIT)}
+    sim_rows = run_simulations(CS_LIMIT) + run_simulations(SAFELISTED_LIMIT)[:2]  # the old design, for comparison
+    close_rows = run_close_simulations(CS_LIMIT) + run_close_simulations(SAFELISTED_LIMIT)
+    sims = {CS_LIMIT: close_rows[0][1], SAFELISTED_LIMIT: close_rows[len(close_rows) // 2][1]}
     plan: dict[str, dict[str, Any]] = {}
     if not args.sim_only:
         from sandboxes.dynamodb_local import DynamoDBLocal
@@ -831,6 +688,7 @@ def main(argv: list[str] | None = None) -> int:
         if "large" in plan:
             print_baseline(plan["large"])
     print_simulated(sim_rows)
+    print_close_simulated(close_rows)
     figs = figures(plan, sims)
     print()
     print(markdown(figs))
@@ -838,7 +696,8 @@ def main(argv: list[str] | None = None) -> int:
         merge(figs)
         print("\n(figures merged into bench/results.json)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"measured": plan, "simulated": dict(sim_rows)}, indent=2, default=str))
+        Path(args.json).write_text(json.dumps({"measured": plan, "simulated": dict(sim_rows),
+                                               "simulated_close": dict(close_rows)}, indent=2, default=str))
     print(f"\nbench billing: {time.perf_counter() - started:.0f} s wall"
           + (" (quick: sizes " + ",".join(map(str, sizes)) + ")" if args.quick else ""))
     return 0 if all(f["pass"] for f in figs) else 1
