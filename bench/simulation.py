@@ -244,6 +244,17 @@ def simulate_close(p: SimParams) -> dict[str, Any]:
     heapq.heapify(heap)
     done_at = last_read_at = 0.0
     read_before = incomplete = rereads = reads_by_bill = skipped = duplicates = 0
+    def bill(a: int, w: int, t: float) -> float:
+        """Account ``a`` billed by worker ``w`` from ``t``: its DynamoDB calls, then its WHMCS requests."""
+        billed[a] = 1
+        t += bill_ddb
+        wh = wh_buckets[0 if shared else w]
+        for _ in range(_spread(a, wh_pa)):
+            go = wh.take(t)
+            wh_times.append(go)
+            t = go + lat_wh
+        return t
+
     while heap:
         t, w = heapq.heappop(heap)
         k = batch_pos[w]
@@ -292,14 +303,8 @@ def simulate_close(p: SimParams) -> dict[str, Any]:
                         state[a] = _READ
             if t >= 0 and state[a] == _READ and not billed[a]:
                 # Reached at or after the cut-off, a close message bills as the bill message would.
-                billed[a] = 1
                 closes_billed += 1
-                t += bill_ddb
-                wh = wh_buckets[0 if shared else w]
-                for _ in range(_spread(a, wh_pa)):
-                    go = wh.take(t)
-                    wh_times.append(go)
-                    t = go + lat_wh
+                t = bill(a, w, t)
                 done_at = max(done_at, t)
         elif billed[k - n]:  # a bill message for an account its close message billed
             t += skip_ddb
@@ -320,13 +325,7 @@ def simulate_close(p: SimParams) -> dict[str, Any]:
                 t += close_ddb
                 last_read_at = max(last_read_at, t)
                 state[a], ready[a] = _READ, (min(ready[a], t) if was == _READ else t)
-            billed[a] = 1
-            t += bill_ddb
-            wh = wh_buckets[0 if shared else w]
-            for _ in range(_spread(a, wh_pa)):
-                go = wh.take(t)
-                wh_times.append(go)
-                t = go + lat_wh
+            t = bill(a, w, t)
             done_at = max(done_at, t)
         heapq.heappush(heap, (t, w))
 
