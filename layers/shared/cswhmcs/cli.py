@@ -165,6 +165,7 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cswhmcs", description="ComputeStacks integration for WHMCS: local tools.")
+    parser.add_argument("--debug", action="store_true", help="show the whole traceback of any error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve every API route of template.yaml locally (no Docker)")
@@ -212,10 +213,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOCAL_HINT = "for the local stack, `. .dev/env.sh` (written by `make dev`)"
+
+
+def explain_setup_error(exc: BaseException) -> str | None:
+    """One sentence saying what a command lacks and how to provide it, for the errors that mean the
+    environment is not set up (no region, no credentials, DynamoDB unreachable, a table missing, a setting
+    missing); None for anything else (a real failure, shown as it is)."""
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+    )
+
+    from cswhmcs.errors import ConfigurationError
+
+    if isinstance(exc, NoRegionError):
+        return f"no AWS region is set: export AWS_DEFAULT_REGION (e.g. us-east-1); {LOCAL_HINT}."
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return ("no AWS credentials were found: export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE; "
+                f"{LOCAL_HINT}.")
+    if isinstance(exc, EndpointConnectionError):
+        where = str(exc.kwargs.get("endpoint_url") or "its endpoint")
+        return (f"DynamoDB could not be reached at {where}: start it (`make dev` runs DynamoDB Local) or set "
+                f"AWS_ENDPOINT_URL_DYNAMODB to where it runs; {LOCAL_HINT}.")
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        if error.get("Code") == "ResourceNotFoundException":
+            return ("a DynamoDB table this command needs does not exist: check ACCOUNTS_TABLE, LEDGER_TABLE and "
+                    "IDEMPOTENCY_TABLE (the stack's table names), or let `cswhmcs serve` create the local ones; "
+                    f"{LOCAL_HINT}.")
+        if error.get("Code") in ("UnrecognizedClientException", "InvalidSignatureException",
+                                 "ExpiredTokenException"):
+            return f"AWS refused the credentials ({error.get('Code')}): check AWS_PROFILE or AWS_ACCESS_KEY_ID."
+    if isinstance(exc, ConfigurationError):
+        return f"{exc.message.rstrip('.')} (environment variables, or the configuration secret in AWS); {LOCAL_HINT}."
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except Exception as exc:
+        why = None if getattr(args, "debug", False) else explain_setup_error(exc)
+        if why is None:
+            raise
+        print(f"cswhmcs: {why}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -137,7 +137,8 @@ class Settings(BaseModel):
             if not value:
                 missing.append(name)
         if missing:
-            raise ConfigurationError(f"The backend is not configured: {', '.join(missing)} is not set.")
+            verb = "is" if len(missing) == 1 else "are"
+            raise ConfigurationError(f"The backend is not configured: {', '.join(missing)} {verb} not set.")
 
 
 def _describe(exc: ValidationError) -> str:

@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace, *, dry_run: bool | None) -> int:
     try:
         runtime = _runtime(args)
     except DomainError as exc:
-        print(f"cswhmcs billing: {exc.message}", file=sys.stderr)
+        print(f"cswhmcs billing: {_why(exc)}", file=sys.stderr)
         return 2
     progress = Progress(sys.stderr)
     try:
@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace, *, dry_run: bool | None) -> int:
                               keep_lines=dry or bool(getattr(args, "json", False)))
     except DomainError as exc:
         progress.close()
-        print(f"cswhmcs billing: {exc.message}", file=sys.stderr)
+        print(f"cswhmcs billing: {_why(exc)}", file=sys.stderr)
         return 2
     finally:
         runtime.close()
@@ -140,6 +140,13 @@ def _run(args: argparse.Namespace, *, dry_run: bool | None) -> int:
     else:
         print(summary.render())
     return summary.exit_code
+
+
+def _why(exc: DomainError) -> str:
+    """The error's message; for a missing setting, with how to provide it (cswhmcs.cli.explain_setup_error)."""
+    from cswhmcs.cli import explain_setup_error
+
+    return explain_setup_error(exc) or exc.message
 
 
 def _kind(args: argparse.Namespace) -> str:
