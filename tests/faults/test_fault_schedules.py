@@ -49,8 +49,8 @@ def test_the_schedules_use_every_fault() -> None:
         pytest.skip("only meaningful after the full set of schedules")
     wanted = ["cs_5xx", "cs_429", "cs_slow", "cs_timeout", "cs_tac", "cs_drop", "wh_5xx", "wh_429", "wh_slow",
               "wh_timeout", "wh_tac", "wh_drop", "wh_error", "crash", "request once", "request twice",
-              "request at_once", "bill single", "bill duplicates", "bill two_runs_at_once", "collect single", "close single",
-              "close duplicates"]
+              "request at_once", "bill single", "bill duplicates", "bill two_runs_at_once", "collect single",
+              "close single", "close duplicates"]
     if not _skipped:  # the billing receiver ran here: its faults too, on enough schedules
         wanted += list(RECEIVER_KINDS)
     assert {k: _kinds.get(k, 0) for k in wanted if _kinds.get(k, 0) < 10} == {}, _kinds
