@@ -124,17 +124,8 @@ def test_month_end_with_todays_model_is_the_after_cut_off_simulation() -> None:
     assert r["cs_requests"] == 2000
 
 
-def test_simulate_is_bench_billings_model() -> None:
-    # Given the benchmark's own simulator (or this module's, once it imports it)
-    from bench import bench_billing
-
-    # Then both give the same figures for the same parameters
-    kwargs: dict[str, Any] = {"accounts": 3000, "workers": 4, "latency_whmcs": 0.2}
-    assert simulate(SimParams(**kwargs)) == bench_billing.simulate(bench_billing.SimParams(**kwargs))
-
-
 def test_close_messages_reached_after_the_cut_off_bill_and_their_bill_messages_skip() -> None:
-    # Given the tiny limit of the test above: 41 accounts are read by close messages after the cut-off
+    # Given the tiny limit of test_a_tiny_limit_...: 41 accounts are read by close messages after the cut-off
     p = SimParams(accounts=100, workers=1, batch=10, cs_limit=60, cs_share=1.0, cs_burst=1, close_lead=300.0,
                   collection_before_cutoff=300.0, **QUIET)
     r = simulate_close(p)
