@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from cswhmcs.billing.grouping import COLLECT_INTERVAL
+
 if TYPE_CHECKING:
     from cswhmcs.config import Settings
 
@@ -52,7 +54,7 @@ class BillingOptions:
     # ComputeStacks writes usage rows this often (CollectUsageWorker, every 3 h at :20): a close run's read
     # is complete when every running subscription product has a row ending within the last interval before
     # the cut-off (grouping.complete_for).
-    cs_collect_interval: timedelta = timedelta(hours=3)
+    cs_collect_interval: timedelta = COLLECT_INTERVAL
 
     def cs_rate_per_worker(self) -> tuple[float, int]:
         """``(rate/s, burst)`` of one worker's ComputeStacks bucket: the workers together keep every
