@@ -45,3 +45,18 @@ def test_signing_commands_without_a_secret_say_so(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("SIGNING_SECRET", raising=False)
     assert main(["curl", "/v1/connection/test"]) == 2
     assert "SIGNING_SECRET" in capsys.readouterr().err
+
+
+def test_version_is_the_one_of_pyproject_and_the_changelog(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    printed = capsys.readouterr().out.strip()
+    version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    assert printed == f"cswhmcs {version}"
+    releases = re.findall(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}$", (root / "CHANGELOG.md").read_text(), re.M)
+    assert releases and releases[0] == version  # the newest release of the changelog

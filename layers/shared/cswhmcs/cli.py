@@ -165,6 +165,9 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cswhmcs", description="ComputeStacks integration for WHMCS: local tools.")
+    from cswhmcs import __version__
+
+    parser.add_argument("--version", action="version", version=f"cswhmcs {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the whole traceback of any error")
     sub = parser.add_subparsers(dest="command", required=True)
 
