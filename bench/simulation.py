@@ -244,6 +244,16 @@ def simulate_close(p: SimParams) -> dict[str, Any]:
     heapq.heapify(heap)
     done_at = last_read_at = 0.0
     read_before = incomplete = rereads = reads_by_bill = skipped = duplicates = 0
+    def read(a: int, cs: _Bucket, t: float) -> tuple[float, float]:
+        """Account ``a`` read from ``t`` through bucket ``cs``: (when its last request went, when the read is
+        done: the requests, then the DynamoDB calls)."""
+        go = t
+        for _ in range(_spread(a, cs_pa)):
+            go = cs.take(t)
+            cs_times.append(go)
+            t = go + lat_cs
+        return go, t + close_ddb
+
     def bill(a: int, w: int, t: float) -> float:
         """Account ``a`` billed by worker ``w`` from ``t``: its DynamoDB calls, then its WHMCS requests."""
         billed[a] = 1
@@ -282,12 +292,7 @@ def simulate_close(p: SimParams) -> dict[str, Any]:
                 t += skip_ddb if t < 0 else 0.0  # before the cut-off: nothing to do; after it: bills below
                 skipped += t < 0
             else:
-                go = t
-                for _ in range(_spread(a, cs_pa)):
-                    go = cs.take(t)
-                    cs_times.append(go)
-                    t = go + lat_cs
-                t += close_ddb
+                go, t = read(a, cs, t)
                 last_read_at = max(last_read_at, t)
                 if state[a] == _READ:  # the bill message's read, in flight
                     duplicates += 1
@@ -318,11 +323,7 @@ def simulate_close(p: SimParams) -> dict[str, Any]:
                 elif was == _READ:
                     duplicates += 1
                 reads_by_bill += 1
-                for _ in range(_spread(a, cs_pa)):
-                    go = cs.take(t)
-                    cs_times.append(go)
-                    t = go + lat_cs
-                t += close_ddb
+                _, t = read(a, cs, t)
                 last_read_at = max(last_read_at, t)
                 state[a], ready[a] = _READ, (min(ready[a], t) if was == _READ else t)
             t = bill(a, w, t)
