@@ -92,12 +92,16 @@ def test_regression_a_crash_before_the_order_is_recorded_loses_the_deposit(seed:
 @pytest.mark.parametrize(("mutant", "seeds", "finding"), [
     ("resend_after_timeout", [27, 38], "billed 2 times"),
     ("forget_oldest_row", [1, 0], "eligible rows in no line and no running total"),
-    ("drop_attention_lines", [20, 24], "exists in WHMCS but its line is neither done nor reported"),
+    # A dropped line shows as an item in WHMCS nobody reports, or (its send not made) as rows in no line: which
+    # one a seed meets depends on how its two concurrent runs interleave, so either finding counts.
+    ("drop_attention_lines", [27, 38, 43],
+     ("exists in WHMCS but its line is neither done nor reported", "eligible rows in no line and no running total")),
     ("round_down", [1, 0], "the rules give"),
     ("new_email_per_attempt", [1, 2], "more than one ComputeStacks user"),
     ("credit_without_checking", [76, 166], "credited 2 times"),
 ])
-def test_the_checks_catch_a_deliberate_bug(mutant: str, seeds: list[int], finding: str, fault_world: World) -> None:
+def test_the_checks_catch_a_deliberate_bug(mutant: str, seeds: list[int], finding: str | tuple[str, ...],
+                                           fault_world: World) -> None:
     """With one product function deliberately broken (tests/faults/mutants.py), a schedule that meets the
     fault reports the bug: duplicates, lost rows, an unreported item, a wrong amount, a second user."""
     from tests.faults.mutants import MUTANTS
@@ -107,7 +111,8 @@ def test_the_checks_catch_a_deliberate_bug(mutant: str, seeds: list[int], findin
         with MUTANTS[mutant]():
             outcome = run_schedule(fault_world, seed, path=API)  # these mutants break the API path
         reports.append(outcome.report())
-        if any(finding in v for v in outcome.violations):
+        findings = (finding,) if isinstance(finding, str) else finding
+        if any(f in v for f in findings for v in outcome.violations):
             return
     pytest.fail(f"the {mutant} bug went unnoticed:\n" + "\n".join(reports))
 
