@@ -21,6 +21,7 @@
  *       {"name": "hook", "fn": "OrderPaid", "vars": {"orderId", "invoiceId", "userId"},
  *        "capsule": {"tblproducts": [...]} | absent, "module_servers": {"<serviceid>": {...server params}},
  *        "localapi": {"Action": {...answer}}, "via_hook": false}
+ *       {"name": "paid", "fn": "InvoicePaid", "vars": {"invoiceid"}, ...the same keys as OrderPaid}
  *     ]
  *   }
  * Each step reports "seconds": how long the module function took.
@@ -180,7 +181,7 @@ foreach ((array) $scenario['steps'] as $index => $step) {
 
     $stepStarted = microtime(true);
     try {
-        if ($fn === 'OrderPaid') {
+        if ($fn === 'OrderPaid' || $fn === 'InvoicePaid') {
             require_once $moduleDir . '/hooks.php';
             if (isset($step['capsule']) && is_array($step['capsule'])) {
                 csw_stub_enable_capsule($step['capsule']);
@@ -199,12 +200,14 @@ foreach ((array) $scenario['steps'] as $index => $step) {
             if (!empty($step['via_hook'])) {
                 $called = 0;
                 foreach ($GLOBALS['CSW_STUB']['hooks'] as $hook) {
-                    if ($hook['point'] === 'OrderPaid') {
+                    if ($hook['point'] === $fn) {
                         $answer = call_user_func($hook['function'], $vars);
                         $called++;
                     }
                 }
                 $record['result'] = array('hooks_called' => $called, 'returned' => isset($answer) ? $answer : null);
+            } elseif ($fn === 'InvoicePaid') {
+                $record['result'] = computestacks_handle_invoice_paid($vars);
             } else {
                 $record['result'] = computestacks_handle_order_paid($vars);
             }

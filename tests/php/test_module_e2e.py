@@ -1,8 +1,9 @@
 """The PHP module as the real client of the API.
 
-Two halves, both driving whmcs/modules/servers/computestacks through tests/php/driver.php with php-cli:
+Two halves, both driving whmcs/modules/servers/computestacks through tests/php/driver.php with php-cli
+(the driver and the recording backend are in tests/support/php_module.py):
 
-* contract tests against a tiny recording backend in this file: signing (API.md section 1) checked
+* contract tests against that tiny recording backend: signing (API.md section 1) checked
   with an independent HMAC, the body each route gets, error texts, retry, logging, and the OrderPaid
   hook's lines built from WHMCS stand-ins;
 * end-to-end tests against ``live_stack`` (tests/conftest.py): the real handlers behind
@@ -13,32 +14,33 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import os
-import shutil
-import socket
-import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-DRIVER = HERE / "driver.php"
-PHP = shutil.which("php")
+from tests.support.php_module import (
+    OVERVIEW,
+    PHP,
+    SECRET,
+    FakeBackend,
+    Recorded,
+    assert_log_clean,
+    backend,
+    free_port,
+    run_driver,
+    steps,
+)
+
+__all__ = ["backend"]  # the fixture (tests/support/php_module.py), used by name
 
 pytestmark = [
     pytest.mark.php,
     pytest.mark.skipif(PHP is None, reason="php-cli is not installed (apt-get install php-cli php-curl)"),
 ]
 
-SECRET = "contract-signing-secret-3f9a"
 NEVER_SENT = {"serverusername", "serverpassword", "serveraccesshash", "model"}
 PASSWORD_ROUTES = {"/v1/accounts/create", "/v1/accounts/change-password"}
 SIGNATURE_401 = (
@@ -50,172 +52,10 @@ SIGNATURE_401 = (
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def run_driver(api_host: str, secret: str, scenario: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
-    """Runs the PHP driver; returns its JSON report. PHP warnings and notices fail the test."""
-    assert PHP is not None
-    env = {
-        **os.environ,
-        "CSW_API_HOST": api_host,
-        "CSW_SIGNING_SECRET": secret,
-        "CSW_SCENARIO": json.dumps(scenario),
-    }
-    proc = subprocess.run(
-        [PHP, "-d", "display_errors=stderr", "-d", "error_reporting=-1", str(DRIVER)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert proc.returncode == 0, f"driver failed ({proc.returncode}):\n{proc.stderr}\n{proc.stdout[-2000:]}"
-    report: dict[str, Any] = json.loads(proc.stdout)
-    assert report["php_errors"] == [], report["php_errors"]
-    assert proc.stderr.strip() == "", proc.stderr
-    return report
-
-
-def steps(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {s["name"]: s for s in report["steps"]}
-
-
-def assert_log_clean(report: dict[str, Any]) -> None:
-    audit = report["log_audit"]
-    assert audit["leaks"] == [], audit
-    assert audit["unlisted"] == [], audit
-    assert audit["entries"] > 0
-
-
 def expected_signature(secret: str, timestamp: str, route: str, body: bytes) -> str:
     """API.md section 1, written out again here rather than imported, so the test is independent."""
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + route.encode() + b"." + body, hashlib.sha256)
     return "v1=" + mac.hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# --------------------------------------------------------------------------------- recording backend
-
-OVERVIEW = {
-    "result": "success",
-    "username": "ann@example.org",
-    "cs_user_id": 17,
-    "active": True,
-    "projects": 2,
-    "services": 5,
-    "run_rate": "12.30",
-    "current_usage": "4.05",
-    "currency": "EUR",
-    "currency_symbol": "€",
-    "run_rate_display": "€12.30",
-    "current_usage_display": "€4.05",
-}
-SUCCESS: dict[str, dict[str, Any]] = {
-    "/v1/accounts/create": {"result": "success", "username": "ann@example.org", "cs_user_id": 17},
-    "/v1/accounts/sso": {
-        "result": "success",
-        "redirect_url": "https://cs.example.net/?username=ann%40example.org&token=tok%2Fen123",
-    },
-    "/v1/accounts/overview": OVERVIEW,
-    "/v1/accounts/list": {
-        "result": "success",
-        "accounts": [
-            {
-                "email": "ann@example.org",
-                "username": "ann@example.org",
-                "domain": "",
-                "uniqueIdentifier": "ann@example.org",
-                "product": "1",
-                "primaryip": "",
-                "created": "2024-03-01 10:00:00",
-                "status": "Active",
-            },
-            {
-                "email": "bob@example.org",
-                "username": "bob@example.org",
-                "domain": "",
-                "uniqueIdentifier": "bob@example.org",
-                "product": "2",
-                "primaryip": "",
-                "created": "2024-03-02 11:00:00",
-                "status": "Suspended",
-            },
-        ],
-    },
-    "/v1/user-groups": {"result": "success", "groups": {"1": "Default", "7": "Premium <EU>"}},
-    "/v1/hooks/order-paid": {"result": "success", "credited": "25.00", "currency": "EUR"},
-}
-
-
-@dataclass
-class Recorded:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> dict[str, Any]:
-        value: dict[str, Any] = json.loads(self.body)
-        return value
-
-
-@dataclass
-class FakeBackend:
-    """Answers every route with its success body unless told otherwise; records every request."""
-
-    base_path: str = ""
-    requests: list[Recorded] = field(default_factory=list)
-    overrides: dict[str, tuple[int, bytes, str]] = field(default_factory=dict)
-    server: ThreadingHTTPServer | None = None
-
-    @property
-    def host(self) -> str:
-        assert self.server is not None
-        return f"127.0.0.1:{self.server.server_address[1]}{self.base_path}"
-
-    def answer(self, route: str, status: int, body: Any, ctype: str = "application/json") -> None:
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.overrides[route] = (status, raw, ctype)
-
-    def route_of(self, path: str) -> str:
-        assert path.startswith(self.base_path), path
-        return path[len(self.base_path) :]
-
-    def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, str]:
-        self.requests.append(Recorded(path, headers, body))
-        route = self.route_of(path)
-        if route in self.overrides:
-            return self.overrides[route]
-        return 200, json.dumps(SUCCESS.get(route, {"result": "success"})).encode(), "application/json"
-
-
-@pytest.fixture
-def backend() -> Iterator[FakeBackend]:
-    fake = FakeBackend()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            pass
-
-        def do_POST(self) -> None:  # noqa: N802 - stdlib name
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length)
-            status, raw, ctype = fake.handle(self.path, {k: v for k, v in self.headers.items()}, body)
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-    fake.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=fake.server.serve_forever, daemon=True)
-    thread.start()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
 
 
 def assert_signed(req: Recorded, route: str, secret: str = SECRET) -> None:
@@ -347,7 +187,8 @@ def test_meta_data_and_config_options() -> None:
     assert config["User Group"]["Loader"] == "computestacks_UserGroupLoader"
     assert config["Apply Credit"]["Type"] == "yesno" and config["Apply Credit"]["Default"] == "on"
     assert "credit" in config["Apply Credit"]["Description"].lower()
-    assert s["hooks"]["result"] == [{"point": "OrderPaid", "priority": 1, "callable": True}]
+    assert s["hooks"]["result"] == [{"point": "OrderPaid", "priority": 1, "callable": True},
+                                    {"point": "InvoicePaid", "priority": 1, "callable": True}]
 
 
 def test_admin_values_are_escaped(backend: FakeBackend) -> None:

@@ -71,6 +71,9 @@ SAMPLE_VARS: dict[str, Any] = {
     "currency_symbol": "€",
     "run_rate_display": "€12.30",
     "current_usage_display": "€4.05",
+    # what a backend without API.md section 3's usage additions gives (tests/php/test_usage_views.py has them)
+    "usage_reported": False,
+    "billed_reported": False,
 }
 
 
@@ -157,6 +160,8 @@ def test_overview_figures_and_sso_link() -> None:
     # the & of the URL is escaped in the markup itself
     assert 'href="clientarea.php?action=productdetails&amp;id=42&amp;dosinglesignon=1"' in html
     assert "alert-warning" not in html
+    # without the usage additions, neither their panels nor a chart
+    assert "Usage This Period" not in html and "Billing History" not in html and "<svg" not in html
 
 
 def test_every_value_is_escaped() -> None:

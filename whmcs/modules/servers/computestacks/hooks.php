@@ -15,6 +15,12 @@
  *   which returns the same decrypted server* keys the module functions get; failing that, from
  *   tblservers, whose accesshash column WHMCS stores as entered (only the password column is
  *   encrypted), so it is used as is.
+ * InvoicePaid: when the paying client has a ComputeStacks service that WHMCS shows Suspended, forwards the
+ * hook's `invoiceid` to that service's backend (API.md section 9, /v1/hooks/invoice-paid), which lifts the
+ * suspensions it made for overdue usage once nothing else is overdue. A client with no suspended
+ * ComputeStacks service costs no backend call: InvoicePaid fires for every paid invoice, inside the
+ * payment's own request. The client comes from localAPI GetInvoice, the services from GetClientsProducts.
+ *
  * Nothing here ever throws into WHMCS: failures go to the Activity Log and the Module Log.
  * The hook runs inside the customer's checkout: its backend calls share one time limit
  * (COMPUTESTACKS_TIMEOUT, 30 s), so a slow backend never holds the checkout longer than that.
@@ -61,6 +67,28 @@ if (!function_exists('computestacks_handle_order_paid')) {
     function computestacks_order_paid_services($orderId, $clientId)
     {
         $services = array();
+        foreach (computestacks_client_services($clientId) as $service) {
+            if ($service['orderid'] === (int) $orderId) {
+                $services[] = array(
+                    'serviceid' => $service['serviceid'],
+                    'pid' => $service['pid'],
+                    'serverid' => $service['serverid'],
+                );
+            }
+        }
+        return $services;
+    }
+
+    /**
+     * Every service of a client, from GetClientsProducts, all pages.
+     *
+     * @param int $clientId
+     * @return array[] each ['serviceid' => int, 'pid' => int, 'serverid' => int, 'orderid' => int, 'status' => string]
+     * @throws \RuntimeException when WHMCS answers with an error
+     */
+    function computestacks_client_services($clientId)
+    {
+        $services = array();
         $start = 0;
         $pageSize = 100;
         for ($page = 0; $page < 1000; $page++) {
@@ -78,13 +106,16 @@ if (!function_exists('computestacks_handle_order_paid')) {
                 $products = $result['products']['product'];
             }
             foreach ($products as $product) {
-                if (!is_array($product) || !isset($product['orderid']) || (int) $product['orderid'] !== (int) $orderId) {
+                if (!is_array($product)) {
                     continue;
                 }
                 $services[] = array(
                     'serviceid' => (int) (isset($product['id']) ? $product['id'] : 0),
                     'pid' => (int) (isset($product['pid']) ? $product['pid'] : 0),
                     'serverid' => (int) (isset($product['serverid']) ? $product['serverid'] : 0),
+                    'orderid' => (int) (isset($product['orderid']) ? $product['orderid'] : 0),
+                    'status' => isset($product['status']) && is_scalar($product['status'])
+                        ? (string) $product['status'] : '',
                 );
             }
             $returned = isset($result['numreturned']) ? (int) $result['numreturned'] : count($products);
@@ -168,6 +199,20 @@ if (!function_exists('computestacks_handle_order_paid')) {
     }
 
     /**
+     * Which backend a server record points at: its address and (a hash of) its signing secret.
+     *
+     * @param array $server server* params
+     * @return string
+     */
+    function computestacks_backend_key(array $server)
+    {
+        return \CSWhmcs\Client::fromParams($server)->baseUrl() . '|'
+            . hash('sha256', \CSWhmcs\Client::firstSecret(
+                isset($server['serveraccesshash']) ? (string) $server['serveraccesshash'] : ''
+            ));
+    }
+
+    /**
      * Builds the order's ComputeStacks lines and posts them to the backend of their server.
      *
      * @param array $vars the OrderPaid hook variables: orderId, invoiceId, userId
@@ -235,11 +280,7 @@ if (!function_exists('computestacks_handle_order_paid')) {
                 continue;
             }
             // One request per backend: it credits an order at most once, so every line must travel together.
-            $client = \CSWhmcs\Client::fromParams($server);
-            $key = $client->baseUrl() . '|'
-                . hash('sha256', \CSWhmcs\Client::firstSecret(
-                    isset($server['serveraccesshash']) ? (string) $server['serveraccesshash'] : ''
-                ));
+            $key = computestacks_backend_key($server);
             if (!isset($groups[$key])) {
                 $groups[$key] = array('server' => $server, 'lines' => array());
             }
@@ -278,12 +319,196 @@ if (!function_exists('computestacks_handle_order_paid')) {
     }
 }
 
+if (!function_exists('computestacks_handle_invoice_paid')) {
+    /**
+     * The real WHMCS lookups of the InvoicePaid hook; the test driver replaces any of them.
+     *
+     * @return array<string, callable>
+     */
+    function computestacks_invoice_paid_default_deps()
+    {
+        return array(
+            'invoice_client' => 'computestacks_invoice_paid_client',
+            'client_services' => 'computestacks_client_services',
+            'product' => 'computestacks_order_paid_product',
+            'server_params' => 'computestacks_order_paid_server_params',
+            'send' => function (array $serverParams, array $payload, $until = null) {
+                return \CSWhmcs\Client::fromParams($serverParams)
+                    ->call('InvoicePaid', '/v1/hooks/invoice-paid', $payload, $until);
+            },
+            'log_activity' => function ($message, $clientId) {
+                if (function_exists('logActivity')) {
+                    logActivity($message, $clientId);
+                }
+            },
+        );
+    }
+
+    /**
+     * The client an invoice belongs to, from localAPI GetInvoice.
+     *
+     * @param int $invoiceId
+     * @return int
+     * @throws \RuntimeException when WHMCS answers with an error
+     */
+    function computestacks_invoice_paid_client($invoiceId)
+    {
+        $result = localAPI('GetInvoice', array('invoiceid' => (int) $invoiceId));
+        if (!is_array($result) || !isset($result['result']) || $result['result'] !== 'success') {
+            $message = is_array($result) && isset($result['message']) ? (string) $result['message'] : 'no answer';
+            throw new \RuntimeException('GetInvoice failed: ' . $message);
+        }
+        return (int) (isset($result['userid']) ? $result['userid'] : 0);
+    }
+
+    /**
+     * Forwards a paid invoice to the backend of each suspended ComputeStacks service of its client.
+     *
+     * @param array $vars the InvoicePaid hook variables: invoiceid (and invoice, unused)
+     * @param array $deps replacements for computestacks_invoice_paid_default_deps()
+     * @return array what happened, for tests and logs:
+     *               ['clientid' => int, 'posted' => [...], 'errors' => [...], 'skipped' => string]
+     */
+    function computestacks_handle_invoice_paid(array $vars, array $deps = array())
+    {
+        // The hook runs inside the payment's request: all its backend calls share one time limit.
+        $timeouts = \CSWhmcs\Client::timeouts();
+        $until = microtime(true) + $timeouts[0];
+        $deps = array_merge(computestacks_invoice_paid_default_deps(), $deps);
+        $invoiceId = isset($vars['invoiceid']) && is_scalar($vars['invoiceid']) ? (int) $vars['invoiceid'] : 0;
+        $clientId = 0;
+        $summary = array('clientid' => 0, 'posted' => array(), 'errors' => array(), 'skipped' => '');
+        $fail = function ($message) use (&$summary, &$clientId, $deps, $invoiceId) {
+            $summary['errors'][] = $message;
+            $text = 'ComputeStacks: invoice #' . $invoiceId . ' was paid, but lifting an overdue-usage suspension '
+                . 'failed: ' . $message;
+            try {
+                call_user_func($deps['log_activity'], $text, $clientId);
+            } catch (\Throwable $ignored) {
+            }
+            if (function_exists('logModuleCall')) {
+                try {
+                    logModuleCall('computestacks', 'InvoicePaid', array('invoiceid' => $invoiceId), $message, array(), array());
+                } catch (\Throwable $ignored) {
+                }
+            }
+        };
+
+        if ($invoiceId <= 0) {
+            $fail('the hook gave no invoice id.');
+            return $summary;
+        }
+        try {
+            $clientId = (int) call_user_func($deps['invoice_client'], $invoiceId);
+        } catch (\Throwable $e) {
+            $fail('could not read the invoice: ' . $e->getMessage());
+            return $summary;
+        }
+        $summary['clientid'] = $clientId;
+        if ($clientId <= 0) {
+            $fail('WHMCS gave no client for the invoice.');
+            return $summary;
+        }
+        try {
+            $services = call_user_func($deps['client_services'], $clientId);
+        } catch (\Throwable $e) {
+            $fail('could not list the client\'s services: ' . $e->getMessage());
+            return $summary;
+        }
+
+        // Only suspended services can be lifted; each goes to the backend of its own server.
+        $products = array();
+        $groups = array();
+        foreach ((array) $services as $service) {
+            if (!is_array($service) || !isset($service['status'])
+                || strcasecmp((string) $service['status'], 'Suspended') !== 0) {
+                continue;
+            }
+            $serviceId = (int) $service['serviceid'];
+            $pid = (int) $service['pid'];
+            try {
+                if (!array_key_exists($pid, $products)) {
+                    $products[$pid] = call_user_func($deps['product'], $pid);
+                }
+                $product = $products[$pid];
+                if (!is_array($product) || strtolower((string) $product['module']) !== 'computestacks') {
+                    continue;
+                }
+                $server = call_user_func($deps['server_params'], $serviceId, (int) $service['serverid']);
+            } catch (\Throwable $e) {
+                $fail('could not read service #' . $serviceId . ': ' . $e->getMessage());
+                continue;
+            }
+            if (!is_array($server)) {
+                $fail('service #' . $serviceId . ' has no ComputeStacks server assigned.');
+                continue;
+            }
+            $key = computestacks_backend_key($server);
+            if (!isset($groups[$key])) {
+                $groups[$key] = array('server' => $server, 'serviceids' => array());
+            }
+            $groups[$key]['serviceids'][] = $serviceId;
+        }
+        if (!$groups) {
+            if (!$summary['errors']) {
+                $summary['skipped'] = 'the client has no suspended ComputeStacks service.';
+            }
+            return $summary;
+        }
+
+        foreach ($groups as $group) {
+            $payload = array('invoiceid' => $invoiceId);
+            try {
+                $response = call_user_func($deps['send'], $group['server'], $payload, $until);
+            } catch (\Throwable $e) {
+                $many = count($group['serviceids']) > 1;
+                $fail(rtrim($e->getMessage(), '.') . '. ' . ($many ? 'Services #' : 'Service #')
+                    . implode(', #', $group['serviceids']) . ($many ? ' stay' : ' stays') . ' suspended: unsuspend '
+                    . ($many ? 'them' : 'it') . ' by hand if the client has no other usage invoice overdue.');
+                continue;
+            }
+            $lifted = array();
+            if (isset($response['unsuspended']) && is_array($response['unsuspended'])) {
+                foreach ($response['unsuspended'] as $id) {
+                    if (is_scalar($id) && (int) $id > 0) {
+                        $lifted[] = (int) $id;
+                    }
+                }
+            }
+            $summary['posted'][] = array('payload' => $payload, 'serviceids' => $group['serviceids'],
+                'unsuspended' => $lifted);
+            if ($lifted) {
+                try {
+                    call_user_func(
+                        $deps['log_activity'],
+                        'ComputeStacks: invoice #' . $invoiceId . ' paid: the overdue-usage suspension of service #'
+                            . implode(', #', $lifted) . ' was lifted.',
+                        $clientId
+                    );
+                } catch (\Throwable $ignored) {
+                }
+            }
+        }
+        return $summary;
+    }
+}
+
 add_hook('OrderPaid', 1, function ($vars) {
     try {
         computestacks_handle_order_paid(is_array($vars) ? $vars : array());
     } catch (\Throwable $e) {
         if (function_exists('logActivity')) {
             logActivity('ComputeStacks: OrderPaid hook failed: ' . $e->getMessage());
+        }
+    }
+});
+
+add_hook('InvoicePaid', 1, function ($vars) {
+    try {
+        computestacks_handle_invoice_paid(is_array($vars) ? $vars : array());
+    } catch (\Throwable $e) {
+        if (function_exists('logActivity')) {
+            logActivity('ComputeStacks: InvoicePaid hook failed: ' . $e->getMessage());
         }
     }
 });

@@ -50,7 +50,7 @@ class Client
     /** Keys of $params that never leave WHMCS (API.md section 1). */
     const NEVER_SENT = array('serverusername', 'serverpassword', 'serveraccesshash', 'model');
 
-    /** @var string e.g. https://abc.execute-api.eu-west-1.amazonaws.com/Prod (no trailing slash) */
+    /** @var string e.g. https://abc.execute-api.eu-west-1.amazonaws.com/prod (no trailing slash) */
     private $baseUrl;
     /** @var string the first signing secret of the Access Hash */
     private $secret;
