@@ -6,9 +6,10 @@ request reached PHP, a 502/504 page from nginx or Cloudflare, a captive HTML pag
 the real ``billing.php`` under ``php -S``, so these faults cannot be knobs of the upstream; this proxy
 produces them on the wire, and counts what the upstream really saw (``forwarded_count``).
 
-Standard library only: a ``ThreadingHTTPServer`` in a daemon thread, one ``http.client`` connection to
-the upstream per forwarded request. Faults are queued first-in first-out: each ``*_next(n)`` call adds
-one entry that applies to the next ``n`` requests once the entries before it are used up.
+Standard library only: a ``ThreadingHTTPServer`` in a daemon thread (``sandboxes/plumbing.py``), one
+``http.client`` connection to the upstream per forwarded request. Faults are queued first-in first-out:
+each ``*_next(n)`` call adds one entry that applies to the next ``n`` requests once the entries before it
+are used up.
 
 Usage::
 
@@ -20,13 +21,12 @@ Usage::
 from __future__ import annotations
 
 import http.client
-import socket
-import sys
 import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+from sandboxes.plumbing import BackgroundServer, Handler, Response
 
 # Headers that belong to one hop (RFC 9110 section 7.6.1) and are not passed through; the proxy frames
 # its own messages with Content-Length.
@@ -63,185 +63,69 @@ class _Upstream:
     body: bytes
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet: tests read the counters instead
-
-    def do_GET(self) -> None:
-        self._proxy()
-
-    def do_POST(self) -> None:
-        self._proxy()
-
-    def do_PUT(self) -> None:
-        self._proxy()
-
-    def do_PATCH(self) -> None:
-        self._proxy()
-
-    def do_DELETE(self) -> None:
-        self._proxy()
-
-    def _proxy(self) -> None:
-        proxy = self.server.proxy
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+class _Handler(Handler["FaultProxy"]):
+    def answer(self, body: bytes) -> None:
+        proxy = self.owner
         fault = proxy._arrive()
-        if proxy.latency > 0 and proxy._stopping.wait(proxy.latency):
-            self._hang_up()
+        if proxy.latency > 0 and proxy.stopping.wait(proxy.latency):
+            self.hang_up()
             return
         if fault is not None and fault.kind == "drop_before":
-            self._hang_up()  # the upstream never sees it
+            self.hang_up()  # the upstream never sees it
             return
         forward = fault is None or fault.kind == "drop_answer" or fault.forward
         answer: _Upstream | None = None
         if forward:
             answer = proxy._forward(self.command, self.path, self.headers.items(), body)
             if answer is None:  # the upstream is unreachable: what a real proxy answers
-                self._send(502, "Bad Gateway", [("Content-Type", "text/html")], error_page(502))
+                self.send(_error_response(502))
                 return
         if fault is None:
             assert answer is not None
-            self._send(answer.status, answer.reason, answer.headers, answer.body)
+            self.send(Response(answer.status, answer.body, None, answer.headers, answer.reason))
         elif fault.kind == "drop_answer":
-            self._hang_up()  # the upstream answered (committed); the client gets nothing
+            self.hang_up()  # the upstream answered (committed); the client gets nothing
         elif fault.kind == "status":
-            self._send(fault.status, _REASONS.get(fault.status, "Error"), [("Content-Type", "text/html")],
-                       error_page(fault.status))
+            self.send(_error_response(fault.status))
         else:  # non_json
-            self._send(200, "OK", [("Content-Type", "text/html; charset=utf-8")], NON_JSON_PAGE)
+            self.send(Response(200, NON_JSON_PAGE, "text/html; charset=utf-8", reason="OK"))
 
-    def _hang_up(self) -> None:
-        """Close the client's connection without a single byte of answer."""
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def _send(self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        try:
-            self.send_response(status, reason)
-            for name, value in headers:
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up first
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = Handler.respond
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # the default 5 drops SYNs under concurrent workers: 1 s connect stalls
-
-    def __init__(self, addr: tuple[str, int], proxy: FaultProxy) -> None:
-        self.proxy = proxy
-        self.open_sockets: set[socket.socket] = set()
-        self.sockets_lock = threading.Lock()
-        super().__init__(addr, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.sockets_lock:
-            self.open_sockets.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.sockets_lock:
-            self.open_sockets.discard(request)
-        super().shutdown_request(request)
-
-    def close_all(self) -> None:
-        with self.sockets_lock:
-            sockets = list(self.open_sockets)
-            self.open_sockets.clear()
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError | OSError):
-            return  # a client that hung up, or a socket closed by stop(): part of the game
-        super().handle_error(request, client_address)
+def _error_response(status: int) -> Response:
+    return Response(status, error_page(status), "text/html", reason=_REASONS.get(status, "Error"))
 
 
-class FaultProxy:
+class FaultProxy(BackgroundServer):
     """Reverse proxy on ``host:port`` forwarding every request to ``upstream_url``'s host, path unchanged.
 
     ``url`` is the upstream URL with the proxy's host and port. All knobs and counters are guarded by one
-    lock; safe to poke from tests while requests run.
+    lock; safe to poke from tests while requests run. ``stop()`` closes every client connection (idle
+    keep-alives and waiting requests).
     """
+
+    handler = _Handler
+    thread_name = "fault-proxy"
+    request_queue_size = 128  # the default 5 drops SYNs under concurrent workers: 1 s connect stalls
+    close_connections_on_stop = True
 
     def __init__(self, upstream_url: str, host: str = "127.0.0.1", port: int = 0, *,
                  upstream_timeout: float = 60.0) -> None:
         parts = urlsplit(upstream_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"FaultProxy needs an http:// upstream URL with a host, got {upstream_url!r}")
+        super().__init__(host, port)
         self.upstream_url = upstream_url
         self._upstream_host = parts.hostname
         self._upstream_port = parts.port or 80
-        self._path = parts.path + (f"?{parts.query}" if parts.query else "")
-        self.host = host
-        self._port = port
+        self.url_path = parts.path + (f"?{parts.query}" if parts.query else "")
         self.upstream_timeout = upstream_timeout
         self.latency = 0.0  # seconds each request waits before it is forwarded (or faulted)
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
         self._requests = 0
         self._forwarded = 0
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> FaultProxy:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = _Server((self.host, self._port), self)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fault-proxy", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening and close every client connection (idle keep-alives and waiting requests)."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.close_all()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            return self._port
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}{self._path}"
 
     # ------------------------------------------------------------------ knobs
 

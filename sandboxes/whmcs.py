@@ -1,7 +1,7 @@
 """A faithful fake of the WHMCS external API (``POST /includes/api.php``) on loopback.
 
-Standard library only: a ``ThreadingHTTPServer`` in a daemon thread. It reproduces what
-``reference/whmcs-contract.md`` section 6 asks of a fake: one form-encoded endpoint, case-insensitive
+Standard library only: a ``ThreadingHTTPServer`` in a daemon thread (the plumbing is ``sandboxes/plumbing.py``).
+It reproduces what ``reference/whmcs-contract.md`` section 6 asks of a fake: one form-encoded endpoint, case-insensitive
 ``action``, the ``result``/``message`` envelope, credential and permission failures with WHMCS's own
 messages, the billing actions with their exact validation errors and *no* de-duplication, and knobs for
 the faults a real WHMCS shows (5xx/HTML pages, business errors, a response lost after the action was
@@ -31,18 +31,16 @@ import argparse
 import json
 import math
 import re
-import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
-from sandboxes.hang import Hang
+from sandboxes.plumbing import Handler, Response, SandboxServer
 
 if TYPE_CHECKING:
     from sandboxes.whmcsdb import WhmcsDatabase
@@ -170,77 +168,47 @@ def parse_form(body: str) -> dict[str, Any]:
     return out
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    # Headers and body leave in one write, without Nagle: no 40 ms delayed-ACK stalls on keep-alive.
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet: tests read the request log instead
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length).decode("utf-8", errors="replace") if length else ""
+class _Handler(Handler["WhmcsSandbox"]):
+    def answer(self, body: bytes) -> None:
+        raw = body.decode("utf-8", errors="replace")
         if self.path.split("?", 1)[0] != API_PATH:
-            self._send(404, "text/html", b"<html><body>404 Not Found</body></html>")
+            self.send(Response(404, b"<html><body>404 Not Found</body></html>", "text/html"))
             return
-        sandbox = self.server.sandbox
+        sandbox = self.owner
         if not sandbox.hang_gate.wait():  # the sandbox is stopping
-            self.close_connection = True
+            self.hang_up()
             return
         throttled = sandbox.throttled_answer()
         if throttled is not None:
-            self._send(*throttled)
+            status, ctype, page, headers = throttled
+            self.send(Response(status, page, ctype, headers))
             return
         try:
-            status, ctype, body, delay = sandbox.handle(raw, self.client_address[0])
+            status, ctype, reply, delay = sandbox.handle(raw, self.client_address[0])
         except Dropped:
-            self.close_connection = True
+            self.hang_up()
             return
         except Throttled as exc:
-            self._send(429, "text/html", b"<html><body><h1>429 Too Many Requests</h1></body></html>",
-                       [("Retry-After", str(max(0, math.ceil(exc.retry_after))))])
+            self.send(Response(429, b"<html><body><h1>429 Too Many Requests</h1></body></html>", "text/html",
+                               [("Retry-After", str(max(0, math.ceil(exc.retry_after))))]))
             return
         if delay > 0:
             sandbox.stopping.wait(delay)
-        self._send(status, ctype, body)
+        self.send(Response(status, reply, ctype))
+
+    do_POST = Handler.respond
 
     def do_GET(self) -> None:
         # WHMCS reads $_REQUEST, but the client must POST; keep the fake strict.
-        self._send(405, "text/html", b"<html><body>405 Method Not Allowed</body></html>")
-
-    def _send(self, status: int, ctype: str, body: bytes, headers: Iterable[tuple[str, str]] = ()) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            for name, value in headers:
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (a timeout after commit): exactly what was simulated
+        self.send(Response(405, b"<html><body>405 Method Not Allowed</body></html>", "text/html"))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, addr: tuple[str, int], sandbox: WhmcsSandbox) -> None:
-        self.sandbox = sandbox
-        super().__init__(addr, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return  # a client that hung up (timed out) is part of the game, not a sandbox bug
-        super().handle_error(request, client_address)
-
-
-class WhmcsSandbox:
+class WhmcsSandbox(SandboxServer):
     """The fake WHMCS. All state and knobs are guarded by one lock; safe to poke from tests."""
+
+    handler = _Handler
+    thread_name = "whmcs-sandbox"
+    url_path = API_PATH
 
     def __init__(
         self,
@@ -256,16 +224,12 @@ class WhmcsSandbox:
         auth_error_status: int = 403,
         db: WhmcsDatabase | None = None,
     ) -> None:
-        self.host = host
-        self._port = port
+        super().__init__(host, port)
         self.identifier = identifier
         self.secret = secret
         self.access_key = access_key
         self.auth_error_status = auth_error_status
-        self.stopping = threading.Event()
         self._lock = threading.RLock()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
         # knobs
         self.version = version
@@ -274,7 +238,6 @@ class WhmcsSandbox:
         self._deny_actions: frozenset[str] = frozenset(a.lower() for a in deny_actions)
         self._allowed_ips: frozenset[str] | None = frozenset(allowed_ips) if allowed_ips is not None else None
         self._faults: list[_Fault] = []
-        self.hang_gate = Hang()
         self._throttle_all: float | None = None
         # identifier -> {"secret", "allowed" (lower-case set or None = every action), "deny"}
         self._credentials: dict[str, dict[str, Any]] = {}
@@ -322,47 +285,6 @@ class WhmcsSandbox:
             "getinvoice": "GetInvoice", "getinvoices": "GetInvoices", "addcredit": "AddCredit",
             "getcredits": "GetCredits", "addbillableitem": "AddBillableItem",
         }
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> WhmcsSandbox:
-        if self._server is not None:
-            return self
-        self.stopping.clear()
-        self.hang_gate.reopen()
-        self._server = _Server((self.host, self._port), self)
-        # A short poll interval so stop() returns quickly (shutdown waits for the next poll).
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="whmcs-sandbox", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()  # wakes any delayed response
-        self.hang_gate.close()  # and any hanging request
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> WhmcsSandbox:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            return self._port
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}{API_PATH}"
 
     # ------------------------------------------------------------------ knobs
 
@@ -424,11 +346,6 @@ class WhmcsSandbox:
         """The next ``n`` matching requests ARE applied, then the answer is held ``delay`` seconds."""
         with self._lock:
             self._faults.append(_Fault("timeout", n, self._action_set(actions), delay=delay))
-
-    def hang(self, seconds: float) -> None:
-        """Every request (arriving or waiting) waits ``seconds`` from now before WHMCS even sees it, or until
-        ``hang(0)``/``clear_faults()``/``stop()``; then it is handled normally (the client may be gone)."""
-        self.hang_gate.set(seconds)
 
     def throttle_all(self, retry_after: float | None) -> None:
         """Every request gets a front end's 429 (HTML, ``Retry-After``) and never reaches WHMCS; None: off."""
