@@ -18,6 +18,11 @@ Usage in tests::
 
 Foreground: ``python -m sandboxes.whmcs --port 8082 --seed-demo``.
 
+Where things are: invoices (GetInvoice/GetInvoices, the billing cron that invoices billable items, overdue and
+paid) are ``whmcs_invoices.py``; the server records and the stand-in for our server module (ModuleSuspend /
+ModuleUnsuspend call the backend's signed suspend/unsuspend routes; the InvoicePaid hook) are
+``whmcs_module.py``; the error envelope is ``whmcs_envelope.py``.
+
 DB-backed mode (issue 9): ``WhmcsSandbox(db=WhmcsDatabase.mariadb(...))`` writes every currency and client
 through to the WHMCS tables of that database (same ids), and keeps billable items *only* there: its
 ``AddBillableItem`` inserts into ``tblbillableitems`` and ``billable_items`` reads that table. So the items
@@ -41,6 +46,10 @@ from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
 from sandboxes.plumbing import Handler, Response, SandboxServer
+from sandboxes.whmcs_envelope import ApiError
+from sandboxes.whmcs_envelope import to_int as _to_int
+from sandboxes.whmcs_invoices import Invoicing
+from sandboxes.whmcs_module import ModuleActions
 
 if TYPE_CHECKING:
     from sandboxes.whmcsdb import WhmcsDatabase
@@ -57,15 +66,9 @@ _MONEY_RE = re.compile(r"^\d+(\.\d{1,2})?$")  # AddCredit: "### or ###.##"
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _INVOICE_ACTIONS = ("noinvoice", "nextcron", "nextinvoice", "duedate", "recur")
 _RECUR_CYCLES = ("days", "weeks", "months", "years")
-
-
-class ApiError(Exception):
-    """A WHMCS ``result: error`` answer (HTTP 200 unless ``status`` says otherwise)."""
-
-    def __init__(self, message: str, status: int = 200) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
+# Actions that run the server module (an HTTP call to the backend): they take the lock themselves, around state only.
+_UNLOCKED_ACTIONS = frozenset({"modulesuspend", "moduleunsuspend"})
+_TRUE = ("1", "true", "on", "yes")
 
 
 class Dropped(Exception):
@@ -116,13 +119,6 @@ def _plain(value: Any) -> str:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text or "0"
-
-
-def _to_int(value: Any) -> int | None:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
 
 
 def _stringify_numbers(value: Any) -> Any:
@@ -203,7 +199,7 @@ class _Handler(Handler["WhmcsSandbox"]):
         self.send(Response(405, b"<html><body>405 Method Not Allowed</body></html>", "text/html"))
 
 
-class WhmcsSandbox(SandboxServer):
+class WhmcsSandbox(Invoicing, ModuleActions, SandboxServer):
     """The fake WHMCS. All state and knobs are guarded by one lock; safe to poke from tests."""
 
     handler = _Handler
@@ -224,7 +220,9 @@ class WhmcsSandbox(SandboxServer):
         auth_error_status: int = 403,
         db: WhmcsDatabase | None = None,
     ) -> None:
-        super().__init__(host, port)
+        SandboxServer.__init__(self, host, port)
+        Invoicing.__init__(self)
+        ModuleActions.__init__(self)
         self.identifier = identifier
         self.secret = secret
         self.access_key = access_key
@@ -276,6 +274,8 @@ class WhmcsSandbox(SandboxServer):
             "addcredit": self._add_credit,
             "getcredits": self._get_credits,
             "addbillableitem": self._add_billable_item,
+            "modulesuspend": self._module_suspend,
+            "moduleunsuspend": self._module_unsuspend,
         }
         self._canonical = {
             "gethealthstatus": "GetHealthStatus", "whmcsdetails": "WhmcsDetails",
@@ -284,6 +284,7 @@ class WhmcsSandbox(SandboxServer):
             "getproducts": "GetProducts", "updateclientproduct": "UpdateClientProduct",
             "getinvoice": "GetInvoice", "getinvoices": "GetInvoices", "addcredit": "AddCredit",
             "getcredits": "GetCredits", "addbillableitem": "AddBillableItem",
+            "modulesuspend": "ModuleSuspend", "moduleunsuspend": "ModuleUnsuspend",
         }
 
     # ------------------------------------------------------------------ knobs
@@ -450,11 +451,6 @@ class WhmcsSandbox(SandboxServer):
             return [dict(s) for s in self._services.values()]
 
     @property
-    def invoices(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(i, items=[dict(x) for x in i["items"]]) for i in self._invoices.values()]
-
-    @property
     def currencies(self) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(c) for c in self._currencies.values()]
@@ -558,7 +554,9 @@ class WhmcsSandbox(SandboxServer):
 
     def add_service(self, client_id: int, pid: int, *, username: str = "", domain: str = "",
                     status: str = "Active", orderid: int | None = None, password: str = "",
-                    recurringamount: str = "0.00", billingcycle: str = "Monthly") -> dict[str, Any]:
+                    recurringamount: str = "0.00", billingcycle: str = "Monthly", serverid: int = 1,
+                    overideautosuspend: bool = False, overidesuspenduntil: str = "0000-00-00") -> dict[str, Any]:
+        """A service (``tblhosting``) on server record ``serverid`` (see ``set_server``)."""
         with self._lock:
             if client_id not in self._clients:
                 raise ValueError(f"unknown client {client_id}")
@@ -570,45 +568,25 @@ class WhmcsSandbox(SandboxServer):
                 "password": password, "domain": domain, "status": status,
                 "regdate": date.today().isoformat(), "nextduedate": date.today().isoformat(),
                 "firstpaymentamount": recurringamount, "recurringamount": recurringamount,
-                "billingcycle": billingcycle, "paymentmethod": "mailin", "serverid": 1, "notes": "",
+                "billingcycle": billingcycle, "paymentmethod": "mailin", "serverid": serverid, "notes": "",
                 "dedicatedip": "", "assignedips": "", "subscriptionid": "", "promoid": 0,
-                "suspensionreason": "", "overideautosuspend": 0, "overidesuspenduntil": "0000-00-00",
+                "suspensionreason": "", "overideautosuspend": 1 if overideautosuspend else 0,
+                "overidesuspenduntil": overidesuspenduntil,
                 "ns1": "", "ns2": "", "diskusage": 0, "disklimit": 0, "bwusage": 0, "bwlimit": 0,
             }
             self._services[sid] = service
             return dict(service)
 
-    def add_invoice(self, client_id: int, items: Iterable[Mapping[str, Any]], *, status: str = "Unpaid",
-                    paymentmethod: str = "mailin") -> dict[str, Any]:
-        """An invoice; each item: ``type`` (default "Hosting"), ``relid``, ``description``, ``amount``."""
+    def set_service(self, service_id: int, **fields: Any) -> dict[str, Any]:
+        """Change a service as an admin's edit does, without running any module (e.g. ``status="Suspended"``,
+        ``suspensionreason=...``, ``overideautosuspend=1``, ``username=...``); keys as ``service()`` shows."""
         with self._lock:
-            if client_id not in self._clients:
-                raise ValueError(f"unknown client {client_id}")
-            iid = self._id("invoice")
-            lines = []
-            total = Decimal("0")
-            for item in items:
-                given = item.get("amount", "0.00")
-                amount = _dec(given)
-                total += amount
-                lines.append({
-                    "id": self._id("invoiceitem"), "type": str(item.get("type", "Hosting")),
-                    "relid": int(item.get("relid", 0)), "description": str(item.get("description", "")),
-                    # strings verbatim, numbers as WHMCS prints money
-                    "amount": given if isinstance(given, str) else _money(amount),
-                    "taxed": int(item.get("taxed", 0)),
-                })
-            today = date.today().isoformat()
-            invoice = {
-                "invoiceid": iid, "invoicenum": "", "userid": client_id, "date": today, "duedate": today,
-                "datepaid": f"{today} 00:00:00" if status == "Paid" else "0000-00-00 00:00:00",
-                "subtotal": _money(total), "credit": "0.00", "tax": "0.00", "tax2": "0.00",
-                "total": _money(total), "balance": "0.00" if status == "Paid" else _money(total),
-                "taxrate": "0.00", "taxrate2": "0.00", "status": status, "paymentmethod": paymentmethod,
-                "notes": "", "ccgateway": False, "items": lines,
-            }
-            self._invoices[iid] = invoice
-            return dict(invoice, items=[dict(x) for x in lines])
+            service = self._services[service_id]
+            unknown = set(fields) - set(service)
+            if unknown:
+                raise TypeError(f"unknown service fields: {sorted(unknown)}")
+            service.update(fields)
+            return dict(service)
 
     def add_order(self, client_id: int, service_ids: Iterable[int], *, amounts: Iterable[str | Decimal],
                   status: str = "Paid", extra_items: Iterable[Mapping[str, Any]] = ()) -> tuple[int, int]:
@@ -631,12 +609,6 @@ class WhmcsSandbox(SandboxServer):
             self._orders[oid] = {"id": oid, "userid": client_id, "invoiceid": invoice["invoiceid"],
                                  "status": "Active" if status == "Paid" else "Pending"}
             return oid, int(invoice["invoiceid"])
-
-    def set_invoice_status(self, invoice_id: int, status: str) -> None:
-        with self._lock:
-            inv = self._invoices[invoice_id]
-            inv["status"] = status
-            inv["balance"] = "0.00" if status == "Paid" else inv["total"]
 
     # ------------------------------------------------------------------ request handling
 
@@ -669,10 +641,13 @@ class WhmcsSandbox(SandboxServer):
             fault = self._take_fault("error", action)
             if fault is not None:
                 raise ApiError(fault.message)
-            with self._lock:
+            if action in _UNLOCKED_ACTIONS:  # they call the backend, which may call this WHMCS back
                 reply = self._actions[action](params)
-                if self.numeric_strings:
-                    reply = _stringify_numbers(reply)
+            else:
+                with self._lock:
+                    reply = self._actions[action](params)
+            if self.numeric_strings:
+                reply = _stringify_numbers(reply)
             status = 200
         except ApiError as exc:
             reply, status = {"result": "error", "message": exc.message}, exc.status
@@ -803,13 +778,15 @@ class WhmcsSandbox(SandboxServer):
 
     def _product_row(self, s: dict[str, Any]) -> dict[str, Any]:
         p = self._products[s["pid"]]
+        server = self._servers.get(int(s["serverid"] or 0))
         return {
             "id": s["id"], "qty": 1, "clientid": s["clientid"], "orderid": s["orderid"],
             "ordernumber": str(s["orderid"] * 1000 + 7) if s["orderid"] else "", "pid": s["pid"],
             "regdate": s["regdate"], "name": p["name"], "translated_name": p["name"],
             "groupname": p["groupname"], "translated_groupname": p["groupname"], "domain": s["domain"],
-            "dedicatedip": s["dedicatedip"], "serverid": s["serverid"], "servername": "ComputeStacks",
-            "serverip": "", "serverhostname": "cs.example.net", "suspensionreason": s["suspensionreason"],
+            "dedicatedip": s["dedicatedip"], "serverid": s["serverid"],
+            "servername": server.name if server else "", "serverip": server.ipaddress if server else "",
+            "serverhostname": server.hostname if server else "", "suspensionreason": s["suspensionreason"],
             "firstpaymentamount": s["firstpaymentamount"], "recurringamount": s["recurringamount"],
             "paymentmethod": s["paymentmethod"], "paymentmethodname": "Mail In Payment",
             "billingcycle": s["billingcycle"], "nextduedate": s["nextduedate"], "status": s["status"],
@@ -894,6 +871,8 @@ class WhmcsSandbox(SandboxServer):
             if field in params:
                 value = params[field]
                 numeric = key in ("pid", "serverid", "promoid") and _to_int(value) is not None
+                if key == "overideautosuspend":  # a yes/no box: stored 0/1 whatever was sent
+                    value = 1 if str(value).strip().lower() in _TRUE else 0
                 service[key] = _to_int(value) if numeric else value
         unset = params.get("unset") or []
         for field in unset.values() if isinstance(unset, dict) else unset:
@@ -901,42 +880,6 @@ class WhmcsSandbox(SandboxServer):
             if key in service:
                 service[key] = ""
         return {"result": "success", "serviceid": service["id"]}
-
-    def _get_invoice(self, params: dict[str, Any]) -> dict[str, Any]:
-        iid = _to_int(params.get("invoiceid"))
-        invoice = self._invoices.get(iid) if iid is not None else None
-        if invoice is None:
-            raise ApiError("Invoice ID Not Found")
-        reply = {"result": "success", **{k: v for k, v in invoice.items() if k != "items"}}
-        reply["items"] = {"item": [dict(x) for x in invoice["items"]]}
-        reply["transactions"] = ""
-        return reply
-
-    def _get_invoices(self, params: dict[str, Any]) -> dict[str, Any]:
-        start, num = self._paging(params)
-        rows = list(self._invoices.values())
-        if params.get("userid") not in (None, ""):
-            uid = _to_int(params["userid"])
-            rows = [i for i in rows if i["userid"] == uid]
-        if params.get("status") not in (None, ""):
-            rows = [i for i in rows if i["status"].lower() == str(params["status"]).lower()]
-        page = rows[start:start + num]
-        out = []
-        for inv in page:
-            client = self._clients[inv["userid"]]
-            cur = self._currencies[client["currency"]]
-            out.append({"id": inv["invoiceid"], "userid": inv["userid"], "firstname": client["firstname"],
-                        "lastname": client["lastname"], "companyname": client["companyname"],
-                        "invoicenum": inv["invoicenum"], "date": inv["date"], "duedate": inv["duedate"],
-                        "datepaid": inv["datepaid"], "subtotal": inv["subtotal"], "credit": inv["credit"],
-                        "tax": inv["tax"], "tax2": inv["tax2"], "total": inv["total"],
-                        "taxrate": inv["taxrate"],
-                        "taxrate2": inv["taxrate2"], "status": inv["status"],
-                        "paymentmethod": inv["paymentmethod"], "notes": inv["notes"],
-                        "currencycode": cur["code"], "currencyprefix": cur["prefix"],
-                        "currencysuffix": cur["suffix"]})
-        return {"result": "success", "totalresults": len(rows), "startnumber": start,
-                "numreturned": len(page), "invoices": {"invoice": out} if out else ""}
 
     def _add_credit(self, params: dict[str, Any]) -> dict[str, Any]:
         kind = str(params.get("type") or "add").lower()
@@ -1074,8 +1017,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--identifier", default=DEFAULT_IDENTIFIER)
     parser.add_argument("--secret", default=DEFAULT_SECRET)
     parser.add_argument("--seed-demo", action="store_true", help="add demo clients, product and services")
+    parser.add_argument("--server-hostname", default="",
+                        help="backend host[:port] of server record 1 (ModuleSuspend/ModuleUnsuspend call it)")
+    parser.add_argument("--server-access-hash", default="", help="the backend signing secret of server record 1")
+    parser.add_argument("--invoice-paid-hook", action="store_true",
+                        help="run the InvoicePaid hook stand-in when an invoice is paid")
     args = parser.parse_args(argv)
     sb = WhmcsSandbox(args.host, args.port, args.version, identifier=args.identifier, secret=args.secret)
+    if args.server_hostname:
+        sb.set_server(args.server_hostname, args.server_access_hash)
+    sb.invoice_paid_hook = args.invoice_paid_hook
     if args.seed_demo:
         seed_demo(sb)
     sb.start()

@@ -220,6 +220,12 @@ class WhmcsDatabase:
         sql = f"INSERT INTO tblbillableitems ({names}) VALUES ({marks})"  # noqa: S608 - column names are the caller's
         return self.execute(sql, list(values.values()))
 
+    def mark_billable_items_invoiced(self, ids: Sequence[int]) -> None:
+        """What WHMCS's cron does to the billable items it put on an invoice: ``invoicecount`` + 1."""
+        for item_id in ids:
+            self.execute(f"UPDATE tblbillableitems SET invoicecount = invoicecount + 1 WHERE id = {self._mark}",  # noqa: S608
+                         (int(item_id),))
+
     # ------------------------------------------------------------------ reads
     def billable_items(self) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM tblbillableitems ORDER BY id")

@@ -16,6 +16,9 @@ the ComputeStacks controller source (``ComputeStacks/controller`` 9.3.1) where t
 * user groups, locations, billing usages (newest first), pagination headers exactly as
   api-pagination + will_paginate build them, 404 shapes, Rack::Attack's 429.
 
+Webhook: set ``webhook_users_url`` and every user create/update that changes a watched field (also
+``update_user_in_ui``) POSTs ``{"user": {...}}`` there in the background (``webhooks.py``).
+
 Knobs for tests: ``latency``, ``fail_next``, ``timeout_after_commit_next``, ``hang``, ``throttle_all``,
 ``drop_next``, ``slow_next``, ``throttle_next``; ``requests`` records every request (passwords included:
 it is a sandbox; the ``Authorization`` header is left out).
@@ -30,6 +33,7 @@ Where things are:
 * ``validation.py``: request body to user record, and the validation errors;
 * ``views.py``: the JSON of each record (RABL) and the pagination headers;
 * ``faults.py``: the knobs and Rack::Attack's throttle;
+* ``webhooks.py``: the ``webhook_users`` webhook after a user changes (``webhook_users_url`` and its knobs);
 * ``rack.py``, ``rails.py``: the request as Rack sees it, Rails' answers, Ruby's value semantics;
 * ``demo.py``: ``seed_demo`` and the command line; the HTTP plumbing is ``sandboxes/plumbing.py``.
 

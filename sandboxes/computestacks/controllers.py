@@ -112,6 +112,7 @@ def users_create(inst: Installation, req: Request, params: dict[str, str]) -> Re
     else:
         record["confirmation_sent_at"] = now
     inst._users[record["id"]] = record
+    inst._user_committed(None, record, password_changed=True)
     return json_response(201, {"user": user_json(inst, record, "create")})
 
 
@@ -154,8 +155,10 @@ def users_update(inst: Installation, req: Request, params: dict[str, str]) -> Re
         candidate["password"] = str(password)
     if candidate != user:
         candidate["updated_at"] = inst._now()
+    before = dict(user)
     user.clear()
     user.update(candidate)
+    inst._user_committed(before, user, password_changed=password is not None)
     return json_response(200, {"user": user_json(inst, user, "show")})
 
 

@@ -58,12 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--currencies", default="USD,EUR,GBP", help="comma-separated price currencies")
     parser.add_argument("--seed-demo", action="store_true", help="add demo groups, users and usage")
     parser.add_argument("--verbose", action="store_true", help="log one line per request")
+    parser.add_argument("--webhook-users-url", default="",
+                        help="the webhook_users setting: POST {\"user\": ...} there after a user changes")
     args = parser.parse_args(argv)
     sandbox = ComputeStacksSandbox(args.host, args.port, api_key=args.api_key, api_secret=args.api_secret,
                                    currencies=[c.strip().upper() for c in args.currencies.split(",") if c.strip()],
                                    verbose=args.verbose)
     if args.seed_demo:
         seed_demo(sandbox)
+    sandbox.webhook_users_url = args.webhook_users_url or None
     sandbox.start()
     print(f"ComputeStacks sandbox on {sandbox.url} (API under /api/), key {sandbox.api_key!r}, "
           f"secret {sandbox.api_secret!r}", flush=True)

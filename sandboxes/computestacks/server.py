@@ -1,9 +1,10 @@
 """``ComputeStacksSandbox``: the installation's records, the knobs and the Rails pipeline behind a loopback server.
 
-It is an ``Installation`` (``store.py``: seeding and inspection), has the ``FaultKnobs`` (``faults.py``) and
-is a ``plumbing.SandboxServer`` (lifecycle, ``hang``). Each request is read by ``_Handler``, waits at the hang
-gate, then ``_serve`` records it and, under the one lock, lets the knobs, Rack::Attack and ``routing.app``
-answer it; the handler waits the delay the knobs asked for and sends the answer (or drops the connection).
+It is an ``Installation`` (``store.py``: seeding and inspection), has the ``FaultKnobs`` (``faults.py``) and the
+``webhook_users`` webhook (``webhooks.py``), and is a ``plumbing.SandboxServer`` (lifecycle, ``hang``). Each
+request is read by ``_Handler``, waits at the hang gate, then ``_serve`` records it and, under the one lock, lets
+the knobs, Rack::Attack and ``routing.app`` answer it; the handler waits the delay the knobs asked for and sends
+the answer (or drops the connection).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sandboxes.computestacks.faults import FaultKnobs, RackAttack
 from sandboxes.computestacks.rack import Request
 from sandboxes.computestacks.routing import app
 from sandboxes.computestacks.store import Installation
+from sandboxes.computestacks.webhooks import UserWebhooks
 from sandboxes.plumbing import CaseInsensitiveHeaders, Handler, Response, SandboxServer
 
 
@@ -41,7 +43,7 @@ class _Handler(Handler["ComputeStacksSandbox"]):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = Handler.respond
 
 
-class ComputeStacksSandbox(Installation, FaultKnobs, SandboxServer):
+class ComputeStacksSandbox(UserWebhooks, Installation, FaultKnobs, SandboxServer):
     """The fake ComputeStacks. ``start()`` binds (``port=0``: any free port), ``stop()`` shuts it down."""
 
     DEFAULT_API_KEY = "cs-sandbox-key"
@@ -68,6 +70,7 @@ class ComputeStacksSandbox(Installation, FaultKnobs, SandboxServer):
                               default_currency=default_currency, lockout=lockout, billing_address=billing_address,
                               billing_phone=billing_phone, with_admin_user=with_admin_user, clock=clock)
         FaultKnobs.__init__(self, RackAttack(rate_limit, rate_period, clock))
+        UserWebhooks.__init__(self)
         self._requests: list[dict[str, Any]] = []
 
     def reports_error(self, exc: BaseException | None) -> bool:

@@ -201,6 +201,26 @@ class Installation:
             record.update(copy.deepcopy(fields))
             return copy.deepcopy(record)
 
+    def update_user_in_ui(self, user_id: int, **fields: Any) -> dict[str, Any]:
+        """The user edits their own profile in the ComputeStacks UI (e.g. ``email=``, ``fname=``, ``password=``):
+        the email is normalised and must stay unique (ValueError), and the app's after-commit hooks run (the
+        ``webhook_users`` webhook, ``webhooks.py``), as after an API update. Returns the record."""
+        with self._lock:
+            record = self._users[user_id]
+            unknown = set(fields) - set(record)
+            if unknown:
+                raise TypeError(f"unknown user attributes: {sorted(unknown)}")
+            if "email" in fields:
+                fields["email"] = str(fields["email"]).strip().lower()
+                if self._email_taken(fields["email"], user_id):
+                    raise ValueError("Email has already been taken")
+            before = copy.deepcopy(record)
+            record.update(copy.deepcopy(fields))
+            if record != before:
+                record["updated_at"] = self._now()
+            self._user_committed(before, record, password_changed="password" in fields)
+            return copy.deepcopy(record)
+
     def add_usage(self, user_id: int, *, product_name: str, subscription_product_id: int, total: str | Decimal,
                   qty: str | Decimal, period_start: datetime | str, period_end: datetime | str,
                   rate: str | Decimal | None = None, rate_period: int = 1, qty_total: str | Decimal | None = None,
@@ -261,6 +281,10 @@ class Installation:
             return changed
 
     # ------------------------------------------------------------------ for the controllers (under the lock)
+
+    def _user_committed(self, before: dict[str, Any] | None, after: dict[str, Any], *,
+                        password_changed: bool = False) -> None:
+        """After a create (``before`` None) or update of a user commits; ``webhooks.UserWebhooks`` acts on it."""
 
     def _blank_user(self, now: datetime) -> dict[str, Any]:
         return {
