@@ -647,6 +647,11 @@ def test_module_lifecycle_against_the_live_stack(live_stack: Any) -> None:
         "Services",
         "Estimated Monthly",
         "Current Usage",
+        # the backend's ledger figures (API.md §3 additions): this period's usage and the billing status
+        "Usage This Period",
+        "Billed Periods",
+        "Last Billed",
+        "Needs Attention",
     }
     listed = s["list"]["result"]
     assert listed["success"] is True

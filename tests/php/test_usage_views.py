@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from tests.php.test_template import SMARTY, parse, render_clientarea
+from tests.support.php_module import Recorded
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -48,18 +49,6 @@ needs_smarty = pytest.mark.skipif(not SMARTY.is_file(), reason="Debian's smarty3
 
 
 # ---------------------------------------------------------------------------------------- recording backend
-
-
-@dataclass
-class Recorded:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> dict[str, Any]:
-        value: dict[str, Any] = json.loads(self.body)
-        return value
 
 
 @dataclass
@@ -100,22 +89,22 @@ def _start(recorder: Recorder) -> Recorder:
     return recorder
 
 
-@pytest.fixture
-def backend() -> Iterator[Recorder]:
+def _serving() -> Iterator[Recorder]:
     recorder = _start(Recorder())
     yield recorder
     assert recorder.server is not None
     recorder.server.shutdown()
     recorder.server.server_close()
+
+
+@pytest.fixture
+def backend() -> Iterator[Recorder]:
+    yield from _serving()
 
 
 @pytest.fixture
 def other_backend() -> Iterator[Recorder]:
-    recorder = _start(Recorder())
-    yield recorder
-    assert recorder.server is not None
-    recorder.server.shutdown()
-    recorder.server.server_close()
+    yield from _serving()
 
 
 def run_driver(api_host: str, scenario: dict[str, Any], secret: str = SECRET) -> dict[str, Any]:
@@ -339,6 +328,21 @@ def test_more_than_twelve_periods_shows_the_newest_twelve(backend: Recorder) -> 
     assert len(chart.of_class("computestacks-bar")) == 12
     assert [t for _, t in chart.of_class("computestacks-bar-month")][0] == "Dec"  # Dec 2025 .. Nov 2026
     assert [t for _, t in chart.of_class("computestacks-bar-year")] == ["2025", "2026"]
+
+
+@needs_smarty
+def test_the_backends_period_sums_draw_twelve_bars_where_billed_holds_only_twelve_lines(backend: Recorder) -> None:
+    # Given a two-product account: `billed` is capped at 12 lines (6 periods), billed_periods has 12 periods
+    lines = billed_lines(6)
+    sums = [{"period": p, "amount": f"{10 + i}.05", "currency": "EUR"} for i, p in enumerate(periods_back(12))]
+    _, html, _ = client_area(backend, overview(billed=lines, billed_periods=sums), tab=False)
+    # Then the chart has the 12 periods, oldest first, with the backend's sums, and the lines stay listed
+    chart = svg(html)
+    assert len(chart.of_class("computestacks-bar")) == 12
+    amounts = [t for _, t in chart.of_class("computestacks-bar-amount")]
+    assert amounts[0] == "€21.05" and amounts[-1] == "€10.05"
+    listed = html[html.index("computestacks-billed-details"):]
+    assert listed.count("Containers (2 vCPU)") == 6 and listed.count("Block storage") == 6
 
 
 @needs_smarty

@@ -35,6 +35,47 @@ class SingleSignOn(_Answer):
     redirect_url: str
 
 
+_AMOUNT = r"^-?\d+\.\d{2}$"
+_PERIOD = r"^\d{4}-\d{2}$"
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UsageByProduct(_Row):
+    product: str
+    quantity: str = Field(pattern=r"^-?\d+(\.\d+)?$", description="the sum of the rows' quantities")
+    amount: str = Field(pattern=_AMOUNT, description="exact sum of the rows' totals, rounded half-up once")
+    amount_display: str = Field(description='with the account\'s currency symbol, e.g. "€4.05"')
+
+
+class BilledLine(_Row):
+    period: str = Field(pattern=_PERIOD)
+    product: str
+    amount: str = Field(pattern=_AMOUNT, description="the WHMCS billable item's amount as created")
+    currency: str
+    billableid: int
+
+
+class BilledPeriod(_Row):
+    period: str = Field(pattern=_PERIOD)
+    amount: str = Field(pattern=_AMOUNT, description="the sum of the period's billed lines in this currency")
+    currency: str
+
+
+class AttentionLine(_Row):
+    ref: str = Field(description="the ledger reference <cs user id>:<YYYY-MM>:<product id>")
+    period: str = Field(pattern=_PERIOD)
+    product: str
+    amount: str = Field(pattern=_AMOUNT)
+    currency: str
+    what_to_do: str = Field(description="one sentence for the operator")
+
+
+_LEDGER = " (absent only when the billing ledger could not be read)"
+
+
 class Overview(_Answer):
     username: str
     cs_user_id: int
@@ -47,6 +88,17 @@ class Overview(_Answer):
     currency_symbol: str
     run_rate_display: str
     current_usage_display: str
+    usage_by_product: list[UsageByProduct] | None = Field(
+        default=None, description="this period's usage not yet billed, per product, largest amount first" + _LEDGER)
+    usage_as_of: str | None = Field(
+        default=None, description="ISO-8601 UTC time up to which usage_by_product counts; null before the "
+                                  "account's first billing read")
+    billed: list[BilledLine] | None = Field(
+        default=None, max_length=12, description="billed lines, newest period first, at most 12" + _LEDGER)
+    billed_periods: list[BilledPeriod] | None = Field(
+        default=None, description="billed sums per period and currency, newest first, the last 12 periods" + _LEDGER)
+    attention: list[AttentionLine] | None = Field(
+        default=None, description="this account's lines that need an operator, newest period first" + _LEDGER)
 
 
 class SyncAccount(BaseModel):

@@ -1,15 +1,31 @@
-"""The client-area overview and the admin service tab: one ComputeStacks call."""
+"""The client-area overview and the admin service tab: one ComputeStacks call.
+
+Beside ComputeStacks' figures, what the billing ledger holds for the account (API.md section 3 additions,
+docs/billing.md "The overview's billing figures"), read with one DynamoDB Query over its partition:
+this period's unbilled usage per product, the billed lines and their sums per period, and the lines
+that need an operator."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
+from boto3.exceptions import Boto3Error
+from botocore.exceptions import BotoCoreError, ClientError
+
 from cswhmcs.accounts.lookup import gone, resolve
 from cswhmcs.adapters.computestacks import UserSelector
-from cswhmcs.api import Request
+from cswhmcs.billing.grouping import ATTENTION, DONE
+from cswhmcs.billing.ledger import AccountLedger, Ledger, LineSummary
+from cswhmcs.billing.usage import iso
+from cswhmcs.deps import Request
 from cswhmcs.models import ServiceParams, parse
-from cswhmcs.money import cents, fmt2, to_decimal
+from cswhmcs.money import ZERO, cents, fmt2, to_decimal
+from cswhmcs.observability import logger
+
+BILLED_LINES = 12  # API.md section 3: `billed` holds at most 12 lines
+BILLED_PERIODS = 12  # `billed_periods`: the last 12 periods billed (the client area's chart)
 
 
 def display(symbol: str, amount: Decimal) -> str:
@@ -27,7 +43,7 @@ def _count(value: Any) -> int:
 def account_overview(req: Request) -> dict[str, Any]:
     params = parse(ServiceParams, req.payload)
     mapping, _ = resolve(req, params)
-    user = req.deps.cs.get_user(UserSelector.by_id(mapping.cs_user_id), include_balance=True)
+    user = req.deps.cs.get_user(UserSelector.by_id(mapping.cs_user_id), include_balance=True)  # the one request
     if user is None:
         raise gone(mapping)
     services = user.get("services") or {}
@@ -35,7 +51,7 @@ def account_overview(req: Request) -> dict[str, Any]:
     usage = cents(to_decimal(user.get("unprocessed_usage")))
     currency = str(user.get("currency") or mapping.currency or "")
     symbol = str(user.get("currency_symbol") or "")
-    return {
+    answer = {
         "username": str(user.get("email") or mapping.email),
         "cs_user_id": int(user.get("id") or mapping.cs_user_id),
         "active": bool(user.get("active", True)),
@@ -47,4 +63,76 @@ def account_overview(req: Request) -> dict[str, Any]:
         "currency_symbol": symbol,
         "run_rate_display": display(symbol, run_rate),
         "current_usage_display": display(symbol, usage),
+    }
+    ledger = _read_ledger(req, mapping.cs_user_id)
+    if ledger is not None:
+        answer.update(billing_figures(ledger, symbol))
+    return answer
+
+
+def _read_ledger(req: Request, cs_user_id: int) -> AccountLedger | None:
+    """The account's ledger partition; None (the billing fields are left out, the module then leaves their
+    sections out) when DynamoDB cannot be read: the four figures still show."""
+    try:
+        return Ledger.from_settings(req.settings, req.deps.ddb).account_ledger(cs_user_id)
+    except (ClientError, BotoCoreError, Boto3Error) as exc:
+        logger.warning("overview: the billing ledger could not be read; billing figures left out",
+                       extra={"cs_user_id": cs_user_id, "error": type(exc).__name__})
+        return None
+
+
+def _quantity(value: Decimal) -> str:
+    """A decimal without exponent or trailing zeros: ``240.000000`` -> ``240``, ``1.50`` -> ``1.5``."""
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def what_to_do(line: LineSummary) -> str:
+    """One sentence for the operator (docs/billing.md section 5, "Operator")."""
+    if line.reason.startswith("WHMCS refused it"):
+        return (f"WHMCS refused this item, so it was not created: fix the cause that `cswhmcs billing attention` "
+                f"shows, then run `cswhmcs billing resolve {line.ref} --resend`.")
+    return (f"Search WHMCS (Billing > Billable Items) for [ref {line.ref}]: if the item is there, run "
+            f"`cswhmcs billing resolve {line.ref} --billed <its id>`, otherwise "
+            f"`cswhmcs billing resolve {line.ref} --resend`.")
+
+
+def billing_figures(ledger: AccountLedger, symbol: str) -> dict[str, Any]:
+    """usage_by_product, usage_as_of, billed, billed_periods and attention from one account's ledger."""
+    usage: list[dict[str, Any]] = []
+    state = ledger.state
+    if state is not None:
+        totals: dict[int, list[Decimal]] = defaultdict(lambda: [ZERO, ZERO])
+        for (product_id, _), bucket in state.buckets.items():
+            if bucket.rows:
+                totals[product_id][0] += bucket.total  # exact: rounded once below
+                totals[product_id][1] += bucket.qty
+        for product_id, (total, qty) in totals.items():
+            name, label = state.products.get(product_id, ("usage", "Usage"))
+            amount = cents(total)
+            usage.append({"product": label or name, "quantity": _quantity(qty), "amount": fmt2(amount),
+                          "amount_display": display(symbol, amount), "_sort": amount})
+        usage.sort(key=lambda u: (-u["_sort"], u["product"]))
+        for u in usage:
+            del u["_sort"]
+    # Newest period first; within a period, the largest amount first (two stable sorts).
+    done = sorted((ln for ln in ledger.lines if ln.status == DONE), key=lambda ln: (-ln.amount, ln.product))
+    done.sort(key=lambda ln: ln.period, reverse=True)
+    billed = [{"period": ln.period, "product": ln.product, "amount": fmt2(ln.amount), "currency": ln.currency,
+               "billableid": int(ln.billable_id or 0)} for ln in done[:BILLED_LINES]]
+    sums: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
+    for ln in done:
+        sums[(ln.period, ln.currency)] += ln.amount
+    newest = sorted({period for period, _ in sums}, reverse=True)[:BILLED_PERIODS]
+    billed_periods = [{"period": period, "amount": fmt2(sums[(period, cur)]), "currency": cur}
+                      for period in newest for cur in sorted(c for p, c in sums if p == period)]
+    attention = sorted((ln for ln in ledger.lines if ln.status == ATTENTION), key=lambda ln: ln.product_id)
+    attention.sort(key=lambda ln: ln.period, reverse=True)  # newest period first
+    return {
+        "usage_by_product": usage,
+        "usage_as_of": iso(state.absorbed_upto) if state is not None and state.absorbed_upto else None,
+        "billed": billed,
+        "billed_periods": billed_periods,
+        "attention": [{"ref": ln.ref, "period": ln.period, "product": ln.product, "amount": fmt2(ln.amount),
+                       "currency": ln.currency, "what_to_do": what_to_do(ln)} for ln in attention],
     }

@@ -25,12 +25,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from cswhmcs.billing.credentials import RunCredentialState
-from cswhmcs.billing.grouping import ATTENTION, DONE, PLANNED, AccountState, Line, line_key, parse_ref
+from cswhmcs.billing.grouping import ATTENTION, DONE, PLANNED, AccountState, Line, line_key, line_ref, parse_ref
 from cswhmcs.billing.usage import iso, parse_time
 from cswhmcs.errors import Conflict, NotFound
 
@@ -70,6 +71,37 @@ class RunRecord:
     context: dict[str, Any]
     accounts: int = 0
     outcome: str = "new"  # new | resumed | done | busy (what begin_run found)
+
+
+@dataclass(frozen=True)
+class LineSummary:
+    """What the overview shows of one finished line (no buckets, no description)."""
+
+    period: str
+    product_id: int
+    product: str
+    status: str  # done | attention
+    amount: Decimal
+    currency: str
+    billable_id: int | None
+    ref: str
+    reason: str
+
+
+@dataclass
+class AccountLedger:
+    """One account's partition as the overview reads it: the state item (None before the first run that
+    read the account) and its finished lines, in key order (oldest period first)."""
+
+    state: AccountState | None
+    lines: list[LineSummary]
+
+
+# The attributes the overview reads (the line items' buckets and descriptions stay behind: a few hundred
+# bytes per line, so even years of lines are one Query page).
+_OVERVIEW_NAMES = {"#sk": "sk", "#st": "state", "#v": "version", "#s": "status", "#pe": "period",
+                   "#pi": "product_id", "#pn": "product_name", "#a": "amount", "#c": "currency",
+                   "#b": "billable_id", "#r": "reason"}
 
 
 class Ledger:
@@ -201,6 +233,36 @@ class Ledger:
             out += [self._line_from_item(i) for i in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
                 return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def account_ledger(self, cs_user_id: int) -> AccountLedger:
+        """The account's state and finished lines in one Query over its partition (read only; the overview).
+        Eventually consistent: a line finished a moment ago may show on the next read."""
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": f"user#{cs_user_id}"},
+            "ProjectionExpression": ", ".join(_OVERVIEW_NAMES),
+            "ExpressionAttributeNames": _OVERVIEW_NAMES,
+        }
+        state: AccountState | None = None
+        lines: list[LineSummary] = []
+        while True:
+            page = self.table.query(**kwargs)
+            for item in page.get("Items", []):
+                sk = str(item.get("sk", ""))
+                if sk == "state" and item.get("state"):
+                    state = AccountState.from_dict(json.loads(item["state"]), version=int(item.get("version", 0)))
+                elif sk.startswith("line#") and item.get("status") in (DONE, ATTENTION):
+                    period, product_id = str(item.get("period", "")), int(item.get("product_id", 0))
+                    billable = item.get("billable_id")
+                    lines.append(LineSummary(
+                        period=period, product_id=product_id, product=str(item.get("product_name", "")),
+                        status=str(item["status"]), amount=Decimal(str(item.get("amount", "0"))),
+                        currency=str(item.get("currency", "")),
+                        billable_id=int(billable) if billable is not None else None,
+                        ref=line_ref(cs_user_id, period, product_id), reason=str(item.get("reason", ""))))
+            if "LastEvaluatedKey" not in page:
+                return AccountLedger(state, lines)
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def attention(self) -> Iterator[Line]:

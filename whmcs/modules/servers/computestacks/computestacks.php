@@ -406,6 +406,32 @@ function computestacks_overview_vars(array $overview)
             $periods[$key]['billableids'][] = $line['billableid'];
         }
     }
+    // The backend's own sums per period (billed_periods: up to 12 periods, where `billed` holds only the
+    // newest 12 lines): the chart's bars when given; the lines above still give the billable ids they hold.
+    if (isset($overview['billed_periods']) && is_array($overview['billed_periods'])) {
+        $fromBackend = array();
+        foreach ($overview['billed_periods'] as $row) {
+            if (!is_array($row) || !isset($row['period'], $row['amount'])) {
+                continue;
+            }
+            $rowCurrency = isset($row['currency']) && $row['currency'] !== ''
+                ? strtoupper((string)$row['currency']) : $chartCurrency;
+            $cents = computestacks_cents($row['amount']);
+            if ($rowCurrency !== $chartCurrency || $cents === null
+                || count($fromBackend) >= COMPUTESTACKS_BILLED_PERIODS) {
+                continue;
+            }
+            $key = (string)$row['period'];
+            $fromBackend[$key] = array(
+                'cents' => $cents,
+                'lines' => isset($periods[$key]) ? $periods[$key]['lines'] : 0,
+                'billableids' => isset($periods[$key]) ? $periods[$key]['billableids'] : array(),
+            );
+        }
+        if ($fromBackend) {
+            $periods = $fromBackend;
+        }
+    }
     $vars['billed_currency'] = $chartCurrency;
     $vars = array_merge($vars, computestacks_chart(array_reverse($periods, true), $chartCurrency, $currency, $symbol));
 
