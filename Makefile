@@ -11,7 +11,7 @@ PY313 := $(if $(PY313),$(PY313),$(shell p=$$(command -v python3.13 2>/dev/null) 
 PYBASE := $(if $(PY313),$(PY313),python3)
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: setup venv node debs sam test test-unit test-integration test-php lint cfn-lint dev bench soak screenshot clean build
+.PHONY: setup venv node debs chromium sam test test-unit test-integration test-php lint cfn-lint dev bench soak screenshot clean build
 
 setup: debs venv node sam
 	@echo "setup done: .venv/bin/cswhmcs is ready; run 'make dev' or 'make test'"
@@ -43,6 +43,14 @@ debs:
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless; \
 		else echo "Java 17 is required for DynamoDB Local: sudo apt-get install openjdk-17-jre-headless"; exit 1; fi; \
 	fi
+	@$(MAKE) --no-print-directory chromium
+
+# Debian's chromium: the billing report's test (in `make test`) and `make screenshot` open pages in it, headless.
+chromium:
+	@if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else echo "Please install chromium (sudo apt-get install chromium): the billing report is tested in it"; exit 1; fi; \
+	fi
 
 test: cfn-lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
@@ -68,8 +76,11 @@ cfn-lint:
 build:
 	PATH="$(dir $(PY313)):$$PATH" $(SAMVENV)/bin/sam build
 
+# The guided demo: every service on embedded defaults, seeded, and the next steps printed (ready to paste).
+# Ports: PORT (3000), CS_SANDBOX_PORT (8081), WHMCS_SANDBOX_PORT (8082), WHMCS_RECEIVER_PORT (8083);
+# `$(PY) -m sandboxes.dev --help` for the options.
 dev:
-	$(PY) -m sandboxes.dev
+	$(PY) -m sandboxes.dev $(DEV_ARGS)
 
 bench:
 	$(PY) -m bench
@@ -80,11 +91,8 @@ soak:
 	$(PY) -m tests.faults.soak --schedules 2000
 
 # The client area inside a Bootstrap page, in headless Chromium (Debian's): artifacts/clientarea.png.
-screenshot:
-	@if ! command -v chromium >/dev/null; then \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-		else echo "Please install chromium (sudo apt-get install chromium)"; exit 1; fi; \
-	fi
+# (The billing report's picture, artifacts/billing-report.png, is taken by tests/integration/test_billing_report.py.)
+screenshot: chromium
 	$(PY) tests/php/screenshot.py
 
 clean:

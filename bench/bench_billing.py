@@ -277,7 +277,7 @@ def _tables(ddb: Any) -> dict[str, str]:
 
     suffix = uuid.uuid4().hex[:8]
     names = {"ACCOUNTS_TABLE": f"bench-accounts-{suffix}", "LEDGER_TABLE": f"bench-ledger-{suffix}",
-             "IDEMPOTENCY_TABLE": f"bench-idem-{suffix}"}
+             "REPLAY_TABLE": f"bench-idem-{suffix}"}
     ensure_tables(Template(ROOT / "template.yaml"), ddb, names)
     return names
 

@@ -489,14 +489,14 @@ class Stack:
 
         suffix = uuid.uuid4().hex[:8]
         self.tables = {"ACCOUNTS_TABLE": f"fn-acc-{suffix}", "LEDGER_TABLE": f"fn-led-{suffix}",
-                       "IDEMPOTENCY_TABLE": f"fn-idem-{suffix}", "LARGE_ACCOUNTS": f"fn-acc-large-{suffix}",
+                       "REPLAY_TABLE": f"fn-idem-{suffix}", "LARGE_ACCOUNTS": f"fn-acc-large-{suffix}",
                        "LARGE_LEDGER": f"fn-led-large-{suffix}"}
         local: dict[str, Any] = {"endpoint_url": self.endpoint, "region_name": "us-east-1",
                                  "aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
         client = boto3.client("dynamodb", **local)
         template = Template(ROOT / "template.yaml")
         ensure_tables(template, client, {k: self.tables[k] for k in ("ACCOUNTS_TABLE", "LEDGER_TABLE",
-                                                                     "IDEMPOTENCY_TABLE")})
+                                                                     "REPLAY_TABLE")})
         ensure_tables(template, client, {"ACCOUNTS_TABLE": self.tables["LARGE_ACCOUNTS"],
                                          "LEDGER_TABLE": self.tables["LARGE_LEDGER"]})
         resource = boto3.resource("dynamodb", **local)
@@ -548,7 +548,7 @@ class Stack:
             "CS_API_URL": cs_url, "WHMCS_API_URL": wh_url, "WHMCS_RECEIVER_URL": "",
             "ACCOUNTS_TABLE": self.tables["LARGE_ACCOUNTS" if large else "ACCOUNTS_TABLE"],
             "LEDGER_TABLE": self.tables["LARGE_LEDGER" if large else "LEDGER_TABLE"],
-            "IDEMPOTENCY_TABLE": self.tables["IDEMPOTENCY_TABLE"], "BILLING_START": "", "BILLING_DUE_DAY": "1",
+            "REPLAY_TABLE": self.tables["REPLAY_TABLE"], "BILLING_START": "", "BILLING_DUE_DAY": "1",
             "BILLING_INVOICE_ACTION": "duedate",
             # Budgets lifted (a rate limit would only make the run wait; it changes neither memory nor init).
             "CS_RATE_LIMIT": "10000000", "BILLING_WHMCS_RATE": "10000",
@@ -567,7 +567,9 @@ def functions_of_template(stack: Stack) -> list[Function]:
     template = Template(ROOT / "template.yaml")
     routes = {r.function: r for r in template.api_routes()}
     glob = template.data.get("Globals", {}).get("Function", {})
-    own_values = {"WORK_QUEUE_URL": f"{stack.info['sqs']}/000000000000/cswhmcs-work", "WORKER_MAX_CONCURRENCY": "8"}
+    own_values = {"WORK_QUEUE_URL": f"{stack.info['sqs']}/000000000000/cswhmcs-work", "WORKER_MAX_CONCURRENCY": "8",
+                  "BILLING_START": "", "BILLING_DUE_DAY": "1", "BILLING_INVOICE_ACTION": "duedate",
+                  "CS_RATE_LIMIT": "10000000"}
     # Every Globals variable is set by Stack.env, but the secret's ARN: the secrets come from the environment.
     unset = set(template.global_env()) - set(stack.env()) - {"CONFIG_SECRET_ARN"}
     if unset:

@@ -234,7 +234,7 @@ class Bench:
 
         suffix = uuid.uuid4().hex[:8]
         names = {"ACCOUNTS_TABLE": f"bench-accounts-{suffix}", "LEDGER_TABLE": f"bench-ledger-{suffix}",
-                 "IDEMPOTENCY_TABLE": f"bench-idem-{suffix}"}
+                 "REPLAY_TABLE": f"bench-idem-{suffix}"}
         ensure_tables(Template(ROOT / "template.yaml"), boto3.client("dynamodb", endpoint_url=self.endpoint), names)
         return names
 

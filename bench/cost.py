@@ -132,7 +132,7 @@ class Assumptions:
     state_item_kb: float = 4.0  # billing state per account (2-8 KB: marks, running-total buckets, open lines)
     line_item_kb: float = 1.5  # a finished line with its day buckets
     mapping_item_kb: float = 0.3  # an AccountsTable mapping
-    replay_item_kb: float = 0.2  # an IdempotencyTable record (TTL deletes are free)
+    replay_item_kb: float = 0.2  # a ReplayTable record (TTL deletes are free)
     months_of_history: int = 12  # finished line items kept (they are never deleted)
     # --- SQS
     idle_pollers: int = 5  # Lambda's long-polling connections on an idle queue

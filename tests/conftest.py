@@ -89,7 +89,7 @@ class Tables:
 
     def env(self) -> dict[str, str]:
         return {"AWS_ENDPOINT_URL_DYNAMODB": self.endpoint, "ACCOUNTS_TABLE": self.accounts,
-                "LEDGER_TABLE": self.ledger, "IDEMPOTENCY_TABLE": self.idempotency}
+                "LEDGER_TABLE": self.ledger, "REPLAY_TABLE": self.idempotency}
 
     def settings(self, **overrides: Any) -> Any:
         from cswhmcs.config import Settings
@@ -102,15 +102,18 @@ class Tables:
         return boto3.resource("dynamodb", endpoint_url=self.endpoint)
 
     def scan(self, which: str) -> list[dict[str, Any]]:
-        table = self.resource().Table(getattr(self, which))
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {}
-        while True:
-            page = table.scan(**kwargs)
-            items += page.get("Items", [])
-            if "LastEvaluatedKey" not in page:
-                return items
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return scan_pages(self.resource().Table(getattr(self, which)))
+
+
+def scan_pages(table: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """Every item of a boto3 ``Table``, following ``LastEvaluatedKey``; ``kwargs`` go to each ``scan``."""
+    items: list[dict[str, Any]] = []
+    while True:
+        page = table.scan(**kwargs)
+        items += page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 @pytest.fixture
@@ -123,7 +126,7 @@ def tables(ddb_endpoint: str, template: Any) -> Tables:
     t = Tables(ddb_endpoint, f"accounts-{suffix}", f"ledger-{suffix}", f"idem-{suffix}")
     client = boto3.client("dynamodb", endpoint_url=ddb_endpoint)
     ensure_tables(template, client, {"ACCOUNTS_TABLE": t.accounts, "LEDGER_TABLE": t.ledger,
-                                     "IDEMPOTENCY_TABLE": t.idempotency})
+                                     "REPLAY_TABLE": t.idempotency})
     return t
 
 

@@ -5,5 +5,8 @@ The logic is cswhmcs.accounts.sync.list_accounts.
 
 from cswhmcs.accounts.sync import list_accounts
 from cswhmcs.api import make_handler
+from cswhmcs.observability import api_entry
 
-lambda_handler = make_handler("/v1/accounts/list", list_accounts)
+# Every log line carries the request ids (correlation_id: API Gateway's) and cold_start; metrics are
+# written once per invocation (cswhmcs.observability.lambda_entry).
+lambda_handler = api_entry(make_handler("/v1/accounts/list", list_accounts))

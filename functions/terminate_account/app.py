@@ -5,5 +5,8 @@ The logic is cswhmcs.accounts.provisioning.terminate_account.
 
 from cswhmcs.accounts.provisioning import terminate_account
 from cswhmcs.api import make_handler
+from cswhmcs.observability import api_entry
 
-lambda_handler = make_handler("/v1/accounts/terminate", terminate_account)
+# Every log line carries the request ids (correlation_id: API Gateway's) and cold_start; metrics are
+# written once per invocation (cswhmcs.observability.lambda_entry).
+lambda_handler = api_entry(make_handler("/v1/accounts/terminate", terminate_account))

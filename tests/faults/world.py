@@ -160,7 +160,7 @@ class World:
         self.resource = boto3.resource("dynamodb", endpoint_url=ddb_endpoint)
         self.tabledefs = {t.env_var: t for t in self.template.tables() if t.env_var}
         self.idempotency = f"fs-idem-{uuid.uuid4().hex[:8]}"  # signatures are unique: one table for all
-        self.ddb.create_table(**self.tabledefs["IDEMPOTENCY_TABLE"].create_kwargs(self.idempotency))
+        self.ddb.create_table(**self.tabledefs["REPLAY_TABLE"].create_kwargs(self.idempotency))
         self.wall = WallOffset()
         self.deps: FaultDeps | None = None  # the schedule's, while it runs
         self.cs: Any = None
@@ -385,7 +385,7 @@ class World:
 
         return Settings.model_validate({
             "SIGNING_SECRET": SIGNING_SECRET, "AWS_ENDPOINT_URL_DYNAMODB": self.ddb_endpoint,
-            "ACCOUNTS_TABLE": accounts, "LEDGER_TABLE": ledger, "IDEMPOTENCY_TABLE": self.idempotency,
+            "ACCOUNTS_TABLE": accounts, "LEDGER_TABLE": ledger, "REPLAY_TABLE": self.idempotency,
             "CS_API_URL": self.cs.url, "CS_API_KEY": self.cs.api_key, "CS_API_SECRET": self.cs.api_secret,
             "WHMCS_API_URL": self.whmcs.url, "WHMCS_API_IDENTIFIER": self.whmcs.identifier,
             "WHMCS_API_SECRET": self.whmcs.secret, "CS_TIMEOUT": TIMEOUT, "WHMCS_TIMEOUT": TIMEOUT,

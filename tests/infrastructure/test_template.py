@@ -42,20 +42,20 @@ def test_one_function_per_route_on_the_rest_api(tpl: Template) -> None:
 
 def test_data_tables_are_on_demand_recoverable_and_retained(tpl: Template) -> None:
     tables = {t.logical_id: tpl.resources[t.logical_id] for t in tpl.tables()}
-    assert set(tables) == {"AccountsTable", "LedgerTable", "IdempotencyTable"}
+    assert set(tables) == {"AccountsTable", "LedgerTable", "ReplayTable"}
     for name, res in tables.items():
         props = res["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST", name
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True, name
         assert res["DeletionPolicy"] == "Retain", name
-    assert tables["IdempotencyTable"]["Properties"]["TimeToLiveSpecification"] == {
+    assert tables["ReplayTable"]["Properties"]["TimeToLiveSpecification"] == {
         "AttributeName": "expiration", "Enabled": True}
     # Money records never expire.
     assert "TimeToLiveSpecification" not in tables["LedgerTable"]["Properties"]
 
 
 def test_each_table_is_named_to_the_functions_through_the_environment(tpl: Template) -> None:
-    assert {t.env_var for t in tpl.tables()} == {"ACCOUNTS_TABLE", "LEDGER_TABLE", "IDEMPOTENCY_TABLE"}
+    assert {t.env_var for t in tpl.tables()} == {"ACCOUNTS_TABLE", "LEDGER_TABLE", "REPLAY_TABLE"}
 
 
 def month_end_schedule(tpl: Template) -> dict[str, Any]:
@@ -229,3 +229,22 @@ def test_the_close_schedule_ends_its_lead_at_the_month_end_cut_off(tpl: Template
     assert minute_of_day(close["ScheduleExpression"]) + payload["lead_minutes"] == cut_off
     # ComputeStacks' last collection before a 23:00 cut-off is at 21:20 (every 3 hours at :20)
     assert minute_of_day(close["ScheduleExpression"]) == 21 * 60 + 20
+
+
+def test_samconfig_has_the_dev_and_prod_environments_the_readme_deploys_with(tpl: Template) -> None:
+    import shlex
+    import tomllib
+
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    stacks = {}
+    for env in ("dev", "prod"):
+        deploy = config[env]["deploy"]["parameters"]
+        overrides = dict(kv.split("=", 1) for kv in shlex.split(deploy["parameter_overrides"]))
+        # Every override names a template parameter with an allowed value, and the stage is the environment's
+        for name, value in overrides.items():
+            param = tpl.data["Parameters"][name]
+            assert value in param.get("AllowedValues", [value]), (env, name, value)
+        assert overrides["Stage"] == env
+        stacks[env] = deploy.get("stack_name") or config[env]["global"]["parameters"]["stack_name"]
+        assert f"--config-env {env}" in (ROOT / "README.md").read_text()
+    assert stacks["dev"] != stacks["prod"]

@@ -10,33 +10,9 @@ import pytest
 
 from cswhmcs.api import reset_deps
 from tests.conftest import LiveStack
+from tests.support.live import client_details, create, params
 
 pytestmark = pytest.mark.integration
-
-
-def client_details(**over: Any) -> dict[str, Any]:
-    cd: dict[str, Any] = {"client_id": 7, "userid": 7, "firstname": "Ann", "lastname": "Lee",
-                          "email": "ann.lee@example.org", "companyname": "Lee Hosting", "address1": "1 Main St",
-                          "city": "Portland", "fullstate": "Oregon", "postcode": "97201", "country": "US",
-                          "phonenumberformatted": "+1.5035550100", "currency": 1, "currency_code": "USD"}
-    cd.update(over)
-    return cd
-
-
-def params(serviceid: int = 42, **over: Any) -> dict[str, Any]:
-    p: dict[str, Any] = {"serviceid": serviceid, "userid": 7, "pid": 3, "username": "", "domain": "",
-                         "configoption1": "", "configoption2": "on", "status": "Active",
-                         "serverhostname": "127.0.0.1", "clientsdetails": client_details()}
-    p.update(over)
-    return p
-
-
-def create(stack: LiveStack, serviceid: int = 42, **over: Any) -> dict[str, Any]:
-    resp = stack.call("/v1/accounts/create", {**params(serviceid, **over), "password": over.get("password",
-                                                                                                 "Xy7pQ2mN4kLm")})
-    assert resp.status_code == 200, resp.text
-    body: dict[str, Any] = resp.json()
-    return body
 
 
 def cs_calls(stack: LiveStack) -> int:

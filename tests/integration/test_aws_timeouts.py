@@ -18,7 +18,7 @@ from cswhmcs import deadline
 from cswhmcs.adapters.dynamo import StorageTimeout, dynamodb_resource, storage_failure
 from cswhmcs.api import reset_deps
 from tests.conftest import LiveStack
-from tests.unit.test_aws_timeouts import Silent, settings
+from tests.support.endpoints import Silent, settings
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import pytest
 
 from cswhmcs.billing.messages import CLOSE
 from cswhmcs.billing.usage import iso, period_of
-from tests.integration.test_billing_month_end import Acct, BillingStack, cents
+from tests.support.billing_stack import Acct, BillingStack, cents
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.planner import Trigger, plan_run
 from cswhmcs.billing.run import Runtime, Summary
 from cswhmcs.billing.worker import process_account
-from tests.integration.test_billing_month_end import NOV_END, OCT_END, RATES, BillingStack, cents
+from tests.support.billing_stack import NOV_END, OCT_END, RATES, BillingStack, cents
 
 pytestmark = pytest.mark.integration
 

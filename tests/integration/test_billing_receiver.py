@@ -27,7 +27,7 @@ from sandboxes.mariadb import available as mariadb_available
 from sandboxes.receiver import ReceiverServer
 from sandboxes.whmcsdb import WhmcsDatabase
 from tests.conftest import SIGNING_SECRET
-from tests.integration.test_billing_month_end import OCT_END, RATES, Acct, BillingStack, cents
+from tests.support.billing_stack import OCT_END, RATES, Acct, BillingStack, cents
 
 pytestmark = [
     pytest.mark.integration,

@@ -19,7 +19,7 @@ from cswhmcs.adapters.receiver import ROUTE, ReceiverClient
 from cswhmcs.billing.grouping import DONE, PLANNED
 from cswhmcs.billing.worker import process_accounts
 from cswhmcs.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, compute_signature
-from tests.unit.test_billing_worker import OCT, World, message, world
+from tests.support.billing import OCT, World, message, world
 
 __all__ = ["world"]  # the fixture
 

@@ -56,14 +56,14 @@ def closed_port() -> int:
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_no_region(command: list[str]) -> None:
     line = one_sentence(cswhmcs(command, {**CS, "AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t",
-                                          "ACCOUNTS_TABLE": "a", "LEDGER_TABLE": "l", "IDEMPOTENCY_TABLE": "i"}))
+                                          "ACCOUNTS_TABLE": "a", "LEDGER_TABLE": "l", "REPLAY_TABLE": "i"}))
     assert "AWS_DEFAULT_REGION" in line and ". .dev/env.sh" in line
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_dynamodb_unreachable(command: list[str]) -> None:
     env = {**CS, **AWS, "AWS_ENDPOINT_URL_DYNAMODB": f"http://127.0.0.1:{closed_port()}", "ACCOUNTS_TABLE": "a",
-           "LEDGER_TABLE": "l", "IDEMPOTENCY_TABLE": "i"}
+           "LEDGER_TABLE": "l", "REPLAY_TABLE": "i"}
     line = one_sentence(cswhmcs(command, env))
     # (billing run/preview ask WHMCS first, which is unreachable here too: they say so)
     assert "DynamoDB could not be reached" in line and "AWS_ENDPOINT_URL_DYNAMODB" in line or (
@@ -77,7 +77,7 @@ def test_a_table_that_does_not_exist(command: list[str], ddb_endpoint: str, cs_s
                  "WHMCS_API_URL": whmcs_sandbox.url, "WHMCS_API_IDENTIFIER": whmcs_sandbox.identifier,
                  "WHMCS_API_SECRET": whmcs_sandbox.secret}
     env = {**CS, **upstreams, **AWS, "AWS_ENDPOINT_URL_DYNAMODB": ddb_endpoint, "ACCOUNTS_TABLE": "no-such-accounts",
-           "LEDGER_TABLE": "no-such-ledger", "IDEMPOTENCY_TABLE": "no-such-idem"}
+           "LEDGER_TABLE": "no-such-ledger", "REPLAY_TABLE": "no-such-idem"}
     line = one_sentence(cswhmcs(command, env))
     assert "does not exist" in line and "LEDGER_TABLE" in line
 

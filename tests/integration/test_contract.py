@@ -8,8 +8,7 @@ import pytest
 
 from cswhmcs.contract import ROUTES, ApiError
 from tests.conftest import LiveStack
-from tests.integration.test_accounts import params
-from tests.integration.test_order_paid import seed_order
+from tests.support.live import params, seed_order
 
 pytestmark = pytest.mark.integration
 

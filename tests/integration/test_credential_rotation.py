@@ -17,7 +17,7 @@ from moto import mock_aws
 from pydantic import SecretStr
 
 from tests.conftest import ROOT, LiveStack
-from tests.integration.test_billing_month_end import OCT_END, BillingStack
+from tests.support.billing_stack import OCT_END, BillingStack
 
 pytestmark = pytest.mark.integration
 

@@ -25,9 +25,8 @@ from cswhmcs.billing.run import build_runtime
 from cswhmcs.billing.worker import WORKER_MARGIN_SECONDS
 from cswhmcs.signing import sign_headers
 from tests.conftest import LiveStack
-from tests.integration.test_accounts import create, params
-from tests.integration.test_billing_month_end import OCT_END, BillingStack
-from tests.integration.test_order_paid import seed_order
+from tests.support.billing_stack import OCT_END, BillingStack
+from tests.support.live import create, params, seed_order
 
 pytestmark = pytest.mark.integration
 

@@ -24,6 +24,7 @@ from cswhmcs.adapters.whmcs import WhmcsClient
 from cswhmcs.api import reset_deps
 from cswhmcs.errors import UpstreamTimeout
 from tests.conftest import LiveStack
+from tests.support.endpoints import LoopbackListener
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,7 @@ INTERVAL = 0.2
 USER = b'{"user":{"id":7,"email":"fast@example.org"}}'
 
 
-class DripServer:
+class DripServer(LoopbackListener):
     """Reads one request per connection (keep-alive), then answers it by ``mode``:
     ``"headers"``: ``HTTP/1.1 200 OK`` and header bytes, one every ``interval`` s, never ending;
     ``"body"``: a whole header block, then a long body one byte every ``interval`` s;
@@ -44,28 +45,10 @@ class DripServer:
         self.interval = interval
         self.lifetime = lifetime
         self.requests: list[str] = []
-        self._stop = threading.Event()
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.2)
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self._thread = threading.Thread(target=self._accept, daemon=True)
+        super().__init__(accept_timeout=0.2)
 
-    def __enter__(self) -> DripServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sock.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def _accepted(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(0.5)

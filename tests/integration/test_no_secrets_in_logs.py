@@ -2,42 +2,27 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.conftest import OLD_SIGNING_SECRET, SIGNING_SECRET, LiveStack
-from tests.integration.test_accounts import params
+from tests.support.live import params
+from tests.support.logs import LogCollector, service_log_lines
 
 pytestmark = pytest.mark.integration
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
 @pytest.fixture
-def emitted() -> Iterator[_Collect]:
+def emitted() -> Iterator[LogCollector]:
     """Every line the service logger emits, formatted exactly as Lambda would write it (JSON)."""
-    from cswhmcs.observability import logger
-
-    handler = _Collect()
-    handler.setFormatter(logger.registered_formatter)
-    base = logging.getLogger(logger.name)
-    base.addHandler(handler)
-    yield handler
-    base.removeHandler(handler)
+    with service_log_lines() as handler:
+        yield handler
 
 
 def test_a_whole_session_logs_no_secret(live_stack: LiveStack, capfd: pytest.CaptureFixture[str],
-                                        emitted: _Collect) -> None:
+                                        emitted: LogCollector) -> None:
     # Given a flow that handles a password, an SSO token and every credential, including failures
     password, new_password = "Pw-Create-123456", "Pw-Change-654321"
     live_stack.call("/v1/accounts/create", {**params(), "password": password})

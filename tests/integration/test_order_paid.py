@@ -9,21 +9,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import LiveStack
+from tests.support.live import seed_order
 
 pytestmark = pytest.mark.integration
-
-
-def seed_order(stack: LiveStack, *, currency: str = "USD", amounts: tuple[str, ...] = ("25.00",),
-               status: str = "Paid", module: str = "computestacks") -> dict[str, Any]:
-    client = stack.whmcs.add_client("Ann", "Lee", f"ann.{currency.lower()}@example.org", currency_code=currency)
-    product = stack.whmcs.add_product("Cloud Account", module=module, configoption2="on")
-    services = [stack.whmcs.add_service(client["id"], product["id"], username=f"s{i}@example.org")
-                for i in range(len(amounts))]
-    order_id, invoice_id = stack.whmcs.add_order(client["id"], [s["id"] for s in services], amounts=list(amounts),
-                                                 status=status)
-    return {"client": client, "services": services, "orderId": order_id, "invoiceId": invoice_id,
-            "body": {"orderId": order_id, "invoiceId": invoice_id, "userId": client["id"],
-                     "lines": [{"serviceid": s["id"], "apply_credit": True} for s in services]}}
 
 
 def credits_for(stack: LiveStack, client_id: int) -> list[dict[str, Any]]:

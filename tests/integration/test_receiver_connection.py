@@ -5,7 +5,6 @@ whether the receiver answered, refused the signature, is missing or cannot be re
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 
 import httpx
@@ -15,6 +14,7 @@ from sandboxes.mariadb import available as mariadb_available
 from sandboxes.receiver import ReceiverServer
 from sandboxes.whmcsdb import WhmcsDatabase
 from tests.conftest import OLD_SIGNING_SECRET, SIGNING_SECRET, LiveStack
+from tests.support.endpoints import refused_port
 
 pytestmark = pytest.mark.skipif(
     shutil.which("php") is None or not mariadb_available(),
@@ -46,10 +46,8 @@ def receiver(receiver_db: WhmcsDatabase) -> Iterator[ReceiverServer]:
 @pytest.fixture
 def closed_port() -> Iterator[int]:
     """A loopback port bound (so nobody else takes it) but never listening: connections are refused."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    yield int(sock.getsockname()[1])
-    sock.close()
+    with refused_port() as port:
+        yield port
 
 
 def connection_test(stack: LiveStack, monkeypatch: pytest.MonkeyPatch, receiver_url: str | None) -> httpx.Response:

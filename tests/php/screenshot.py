@@ -8,8 +8,6 @@ product details page, and has headless Chromium take the picture. Not a test: a 
 from __future__ import annotations
 
 import html
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -17,16 +15,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
 
 from test_template import SAMPLE_VARS, render_clientarea  # noqa: E402 - after the path tweak
 
+from tests.chromium import INSTALL_HINT, find_chromium, render  # noqa: E402
+
 CSS = ROOT / "node_modules" / "bootstrap" / "dist" / "css" / "bootstrap.min.css"
 OUT = ROOT / "artifacts" / "clientarea.png"
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--window-size=1200,900",
-]
 
 
 def page(panel: str) -> str:
@@ -70,9 +66,8 @@ def page(panel: str) -> str:
 
 
 def main() -> int:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        print("chromium is missing: apt-get install -y chromium", file=sys.stderr)
+    if find_chromium() is None:
+        print(INSTALL_HINT, file=sys.stderr)
         return 1
     if not CSS.is_file():
         print(f"{CSS} is missing: run `npm install` (or `make setup`)", file=sys.stderr)
@@ -82,11 +77,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cs-screenshot-") as tmp:
         doc = Path(tmp) / "clientarea.html"
         doc.write_text(page(panel), encoding="utf-8")
-        profile = Path(tmp) / "profile"
-        proc = subprocess.run(
-            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={OUT}", doc.as_uri()],
-            capture_output=True, text=True, timeout=120, check=False,
-        )
+        proc = render(doc, screenshot=OUT, dump_dom=False, width=1200, height=900)
     if proc.returncode != 0 or not OUT.is_file():
         print(html.unescape(proc.stderr[-2000:]), file=sys.stderr)
         return proc.returncode or 1

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.php.test_module_e2e import (
+from tests.support.php_module import (
     PHP,
     SECRET,
     FakeBackend,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SIGNING_SECRET, LiveStack, Tables
+from tests.conftest import SIGNING_SECRET, LiveStack, Tables, scan_pages
 
 ALL_ROUTES = ["/v1/accounts/create", "/v1/accounts/suspend", "/v1/accounts/unsuspend", "/v1/accounts/terminate",
               "/v1/accounts/change-password", "/v1/accounts/change-package", "/v1/accounts/sso",
@@ -62,15 +62,7 @@ def scan(tables: Tables, which: str) -> list[dict[str, Any]]:
     """`Tables.scan` with one boto3 resource per endpoint (a new resource per scan costs ~50 ms)."""
     if tables.endpoint not in _resources:
         _resources[tables.endpoint] = tables.resource()
-    table = _resources[tables.endpoint].Table(getattr(tables, which))
-    items: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"ConsistentRead": True}
-    while True:
-        page = table.scan(**kwargs)
-        items += page.get("Items", [])
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return scan_pages(_resources[tables.endpoint].Table(getattr(tables, which)), ConsistentRead=True)
 
 
 @dataclass

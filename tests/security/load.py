@@ -142,7 +142,7 @@ class LoadStack:
 
         suffix = uuid.uuid4().hex[:8]
         names = {"ACCOUNTS_TABLE": f"load-acc-{suffix}", "LEDGER_TABLE": f"load-led-{suffix}",
-                 "IDEMPOTENCY_TABLE": f"load-idem-{suffix}"}
+                 "REPLAY_TABLE": f"load-idem-{suffix}"}
         local: dict[str, Any] = {"endpoint_url": self.ddb_endpoint, "region_name": "us-east-1",
                                  "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
         ensure_tables(Template(ROOT / "template.yaml"), boto3.client("dynamodb", **local), names)

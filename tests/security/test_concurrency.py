@@ -21,8 +21,8 @@ import pytest
 
 from cswhmcs.signing import sign_headers
 from tests.conftest import SIGNING_SECRET, LiveStack
-from tests.integration.test_billing_month_end import OCT_END, BillingStack, seed_month
 from tests.security.conftest import create_body, error_shape_problems, scan, seed_order
+from tests.support.billing_stack import OCT_END, BillingStack, seed_month
 
 pytestmark = pytest.mark.integration
 

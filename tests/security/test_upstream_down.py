@@ -10,7 +10,6 @@ WHMCS never fires the hook again) and then credited once WHMCS is back.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 
 from tests.conftest import LiveStack
 from tests.security.conftest import Signer, Snapshot, create_body, error_shape_problems, link_account, post, seed_order
+from tests.support.endpoints import refused_port
 
 pytestmark = pytest.mark.integration
 
@@ -28,10 +28,8 @@ FAST = 2.5  # seconds: generous for a loaded machine, and still under the 3 s co
 @pytest.fixture
 def closed_port() -> Iterator[int]:
     """A loopback port that refuses connections: bound (so nobody else takes it) but never listening."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    yield int(sock.getsockname()[1])
-    sock.close()
+    with refused_port() as port:
+        yield port
 
 
 def point(monkeypatch: pytest.MonkeyPatch, name: str, port: int) -> None:

@@ -5,8 +5,6 @@ defaults are 60 s reads with retries), and an API route's DynamoDB attempts are 
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -14,50 +12,14 @@ import pytest
 
 from cswhmcs import deadline
 from cswhmcs.adapters.dynamo import StorageTimeout, dynamodb_resource, storage_failure
-from cswhmcs.config import SecretReader, Settings
-
-
-class Silent:
-    """A loopback endpoint that accepts connections and never answers (a hanging AWS endpoint)."""
-
-    def __init__(self) -> None:
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.1)
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self.accepted = 0
-        self._held: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            self.accepted += 1
-            self._held.append(conn)
-
-    def __enter__(self) -> Silent:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        for conn in self._held:
-            conn.close()
-        self._sock.close()
+from cswhmcs.config import SecretReader
+from tests.support.endpoints import Silent, settings
 
 
 @pytest.fixture
 def silent() -> Iterator[Silent]:
     with Silent() as endpoint:
         yield endpoint
-
-
-def settings(endpoint: str) -> Settings:
-    return Settings.model_validate({"AWS_ENDPOINT_URL_DYNAMODB": endpoint, "ACCOUNTS_TABLE": "accounts"})
 
 
 def test_the_api_dynamodb_client_has_short_timeouts_and_two_attempts_billing_keeps_patient_ones() -> None:

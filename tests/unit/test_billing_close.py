@@ -19,8 +19,8 @@ from cswhmcs.billing.usage import UsageRow
 from cswhmcs.billing.worker import process_account
 from cswhmcs.errors import InvalidInput
 
-# `world` is test_billing_worker's fixture (DynamoDB on moto, in-memory ComputeStacks and WHMCS fakes)
-from tests.unit.test_billing_worker import AS_OF, OCT, ROOT, World, message, month_of_usage, world  # noqa: F401
+# `world` is the fixture of tests/support/billing.py (DynamoDB on moto, in-memory ComputeStacks and WHMCS fakes)
+from tests.support.billing import AS_OF, OCT, ROOT, World, message, month_of_usage, world  # noqa: F401
 
 CLOSE_AT = AS_OF - timedelta(minutes=100)  # 21:20, ComputeStacks' last collection before a 23:00 cut-off
 H = timedelta(hours=1)
@@ -202,7 +202,7 @@ def test_at_the_cut_off_an_account_read_by_the_close_run_costs_three_dynamodb_re
     # Given an account with three products, read completely by the close run, billed through the receiver
     from collections import Counter
 
-    from tests.unit.test_worker_receiver import setup
+    from tests.support.billing import setup
 
     receiver = setup(world)
     acct = world.add_account(10, 2, 3)

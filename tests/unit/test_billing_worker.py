@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,176 +14,26 @@ import httpx
 import pytest
 from moto import mock_aws
 
-from cswhmcs.adapters.dynamo import AccountsRepo
-from cswhmcs.adapters.whmcs import Currency, WhmcsClient
+from cswhmcs.adapters.whmcs import WhmcsClient
 from cswhmcs.billing.grouping import ATTENTION, DONE
 from cswhmcs.billing.handlers import worker_handler
-from cswhmcs.billing.ledger import Ledger
-from cswhmcs.billing.messages import BILL, COLLECT, Account, RunContext, WorkMessage
-from cswhmcs.billing.options import BillingOptions
+from cswhmcs.billing.messages import BILL, COLLECT, RunContext, WorkMessage
 from cswhmcs.billing.planner import SqsSink, Trigger, parse_trigger, plan_run
-from cswhmcs.billing.run import run_billing
-from cswhmcs.billing.usage import iso, parse_time
-from cswhmcs.billing.worker import WorkerDeps, process_account
-from cswhmcs.errors import Conflict, InvalidInput, NotFound, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from cswhmcs.billing.usage import parse_time
+from cswhmcs.billing.worker import process_account
+from cswhmcs.errors import Conflict, InvalidInput
+from tests.support.billing import (
+    AS_OF,
+    OCT,
+    ROOT,
+    SimulatedCrash,
+    World,
+    message,
+    month_of_usage,
+    world,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-AS_OF = datetime(2026, 10, 31, 23, tzinfo=UTC)
-OCT = datetime(2026, 10, 1, tzinfo=UTC)
-
-
-class SimulatedCrash(BaseException):
-    """A process dying mid-way: not an Exception, so nothing in the worker catches it."""
-
-
-# ---------------------------------------------------------------------- fakes
-
-
-class FakeCS:
-    def __init__(self) -> None:
-        self.users: dict[int, dict[str, Any]] = {}
-        self.rows: list[dict[str, Any]] = []
-        self.request_count = 0
-        self.fail = 0
-        self._id = 0
-
-    def add_user(self, uid: int, currency: str = "USD") -> None:
-        self.users[uid] = {"id": uid, "currency": currency}
-
-    def add_usage(self, uid: int, *, product: int, sp: int, total: str, qty: str = "1", end: datetime,
-                  hours: int = 3) -> dict[str, Any]:
-        self._id += 1
-        row = {"id": self._id, "user": uid, "period_start": iso(end - timedelta(hours=hours)), "period_end": iso(end),
-               "created_at": iso(end), "total": total, "qty": qty, "processed": False,
-               "subscription_product": {"id": sp, "product": {"id": product, "label": f"Product {product}"}}}
-        self.rows.append(row)
-        return row
-
-    def iter_billing_usages(self, user_id: int, *, per_page: int = 500) -> Iterator[dict[str, Any]]:
-        self.request_count += 1
-        if user_id not in self.users:
-            raise NotFound(f"ComputeStacks has no user {user_id}.")
-        if self.fail:
-            self.fail -= 1
-            raise UpstreamError("ComputeStacks answered with HTTP 500.", upstream="ComputeStacks", http_status=500)
-        mine = [r for r in self.rows if r["user"] == user_id]
-        yield from sorted(mine, key=lambda r: (r["created_at"], r["id"]), reverse=True)
-
-    def get_user(self, selector: Any) -> dict[str, Any] | None:
-        self.request_count += 1
-        return self.users.get(int(selector.path().rstrip("/").split("/")[-1]))
-
-
-@dataclass
-class FakeWhmcs:
-    version_text: str | None = "8.10.1"
-    clients: dict[int, dict[str, Any]] = field(default_factory=dict)
-    items: list[dict[str, Any]] = field(default_factory=list)
-    script: list[str] = field(default_factory=list)  # per AddBillableItem: ok | 5xx | unreachable | timeout | tac
-    request_count: int = 0
-
-    def add_client(self, cid: int, code: str = "USD") -> None:
-        ids = {"USD": 1, "EUR": 2, "GBP": 3}
-        self.clients[cid] = {"id": cid, "currency": ids[code], "currency_code": code}
-
-    def version(self) -> str | None:
-        self.request_count += 1
-        return self.version_text
-
-    def get_currencies(self) -> list[Currency]:
-        self.request_count += 1
-        return [Currency(1, "USD", "$", "", Decimal("1.00000")), Currency(2, "EUR", "€", "", Decimal("0.92000")),
-                Currency(3, "GBP", "£", "", Decimal("0.79000"))]
-
-    def get_client(self, client_id: int) -> dict[str, Any]:
-        self.request_count += 1
-        return dict(self.clients[client_id])
-
-    def add_billable_item(self, **kw: Any) -> int:
-        self.request_count += 1
-        step = self.script.pop(0) if self.script else "ok"
-        if step == "5xx":
-            raise UpstreamError("WHMCS failed with HTTP 500.", upstream="WHMCS", http_status=500)
-        if step == "unreachable":
-            raise UpstreamUnreachable("WHMCS could not be reached.", upstream="WHMCS")
-        if step == "timeout":  # sent, not applied, no answer: as ambiguous as tac for us
-            raise UpstreamTimeout("WHMCS did not answer in time.", upstream="WHMCS", maybe_applied=True)
-        self.items.append({"id": len(self.items) + 1, **kw})
-        if step == "tac":
-            raise UpstreamTimeout("WHMCS did not answer in time.", upstream="WHMCS", maybe_applied=True)
-        return len(self.items)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@dataclass
-class World:
-    ledger: Ledger
-    accounts: AccountsRepo
-    cs: FakeCS
-    whmcs: FakeWhmcs
-    clock: Clock
-    table: Any
-    accounts_table: Any
-    faults: list[str] = field(default_factory=list)
-
-    def deps(self, **kw: Any) -> WorkerDeps:
-        def fault(point: str) -> None:
-            if point in self.faults:
-                self.faults.remove(point)
-                raise SimulatedCrash(point)
-
-        return WorkerDeps(cs=self.cs, whmcs=self.whmcs, ledger=self.ledger, clock=self.clock, faults=fault,
-                          options=BillingOptions(concurrency=2), **kw)
-
-    def add_account(self, service_id: int, uid: int, client_id: int, *, cs_cur: str = "USD",
-                    client_cur: str = "USD") -> Account:
-        self.cs.add_user(uid, cs_cur)
-        self.whmcs.add_client(client_id, client_cur)
-        self.accounts_table.put_item(Item={"service_id": service_id, "cs_user_id": uid, "email": f"u{uid}@example.com",
-                                           "client_id": client_id, "currency": cs_cur})
-        return Account(service_id, uid, client_id, f"u{uid}@example.com", cs_cur)
-
-    def run(self, as_of: datetime = AS_OF, **kw: Any) -> Any:
-        return run_billing(as_of=as_of, ledger=self.ledger, accounts=self.accounts, deps=self.deps(), **kw)
-
-
-@pytest.fixture
-def world() -> Iterator[World]:
-    from cswhmcs.local.template import Template, ensure_tables
-
-    with mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
-        ensure_tables(Template(ROOT / "template.yaml"), client,
-                      {"ACCOUNTS_TABLE": "accounts", "LEDGER_TABLE": "ledger", "IDEMPOTENCY_TABLE": "idem"})
-        resource = boto3.resource("dynamodb", region_name="us-east-1")
-        clock = Clock(AS_OF + timedelta(minutes=5))
-        yield World(ledger=Ledger(resource.Table("ledger"), clock=clock),
-                    accounts=AccountsRepo(resource.Table("accounts")), cs=FakeCS(), whmcs=FakeWhmcs(),
-                    clock=clock, table=resource.Table("ledger"), accounts_table=resource.Table("accounts"))
-
-
-def message(account: Account, as_of: datetime = AS_OF, kind: str = BILL, unit: str = "quantity") -> WorkMessage:
-    return WorkMessage(RunContext(f"{kind}#{iso(as_of)}", kind, as_of, unit), account)
-
-
-def month_of_usage(cs: FakeCS, uid: int, *, product: int = 1, sp: int = 1, total: str = "0.02054795",
-                   start: datetime = OCT, days: int = 31) -> Decimal:
-    """Every 3 hours for ``days`` days; returns the exact sum."""
-    n = 0
-    end = start + timedelta(hours=3)
-    while end <= start + timedelta(days=days) - timedelta(hours=1):
-        cs.add_usage(uid, product=product, sp=sp, total=total, end=end)
-        end += timedelta(hours=3)
-        n += 1
-    return Decimal(total) * n
-
+__all__ = ["world"]  # the fixture (tests/support/billing.py), used by name
 
 # ---------------------------------------------------------------------- the happy path
 

@@ -19,6 +19,7 @@ from cswhmcs.config import Settings
 from cswhmcs.errors import (
     ConfigurationError,
     DomainError,
+    EmailTaken,
     NotFound,
     RateLimited,
     UpstreamAuthFailed,
@@ -27,50 +28,20 @@ from cswhmcs.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-
-KEY = "ak-unit-test-key"
-SECRET = "unit-test-secret-value-1234567890"
-BASE = "https://cs.example.net"
-USER = {"id": 42, "email": "jane@example.com", "run_rate": 0, "currency": "EUR"}
-
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class Harness:
-    """A client wired to a scripted transport; records requests and sleeps."""
-
-    def __init__(self, handler: Handler, **kwargs: Any) -> None:
-        self.requests: list[httpx.Request] = []
-        self.sleeps: list[float] = []
-
-        def record(request: httpx.Request) -> httpx.Response:
-            request.read()
-            self.requests.append(request)
-            return handler(request)
-
-        self.client = ComputeStacksClient(BASE, KEY, SECRET, transport=httpx.MockTransport(record),
-                                          sleep=self.sleeps.append, **kwargs)
-
-
-def script(*steps: httpx.Response | Exception) -> Handler:
-    """Answer with each step in turn (an exception is raised), repeating the last one."""
-    queue = list(steps)
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        step = queue.pop(0) if len(queue) > 1 else queue[0]
-        if isinstance(step, Exception):
-            raise step
-        return step
-
-    return handler
-
-
-def ok_user(status: int = 200) -> httpx.Response:
-    return httpx.Response(status, json={"user": USER})
-
-
-def errors(status: int, *messages: str) -> httpx.Response:
-    return httpx.Response(status, json={"errors": list(messages)})
+from tests.support.cs_http import (
+    BASE,
+    KEY,
+    ROTATED,
+    SECRET,
+    USER,
+    FakeSource,
+    Handler,
+    Harness,
+    basic,
+    errors,
+    ok_user,
+    script,
+)
 
 
 def assert_no_secrets(exc: BaseException, *extra: str) -> None:
@@ -189,6 +160,22 @@ def test_422_messages_are_deduplicated_and_joined() -> None:
                                     "Fname can't be blank.")
     assert caught.value.status == 422
     assert caught.value.upstream == "ComputeStacks"
+
+
+def test_a_422_naming_the_email_as_taken_is_the_typed_email_taken_error() -> None:
+    # Given ComputeStacks' answer to a duplicate email (Devise and the model both say it), then another 422
+    h = Harness(script(errors(422, "Email has already been taken", "Email has already been taken"),
+                       errors(422, "Fname can't be blank")))
+    # When a user is created with a taken email
+    with pytest.raises(EmailTaken) as caught:
+        h.client.create_user({"email": "jane@example.com"})
+    # Then the client says so by type (still a 422 rejection with ComputeStacks' message)
+    assert isinstance(caught.value, UpstreamRejected) and caught.value.status == 422
+    assert caught.value.messages == ["Email has already been taken"]
+    # And another validation failure is a plain rejection, not EmailTaken
+    with pytest.raises(UpstreamRejected) as other:
+        h.client.create_user({"email": "jane@example.com"})
+    assert not isinstance(other.value, EmailTaken)
 
 
 def test_422_messages_never_echo_passwords_or_credentials() -> None:
@@ -703,38 +690,6 @@ def test_every_error_is_a_domain_error_without_secrets() -> None:
 
 
 # ---------------------------------------------------------------------------- credentials (issue 8)
-
-ROTATED = ("ak-unit-test-key", "rotated-secret-value-0987654321")
-
-
-def basic(pair: tuple[str, str]) -> str:
-    return "Basic " + base64.b64encode(f"{pair[0]}:{pair[1]}".encode()).decode()
-
-
-class FakeSource:
-    """A CredentialSource whose secret was rotated: ``offer`` is what a forced re-read finds."""
-
-    def __init__(self, pair: tuple[str, str] = (KEY, SECRET), offer: tuple[str, str] | None = ROTATED,
-                 refused: frozenset[tuple[str, str]] = frozenset()) -> None:
-        self.pair = pair
-        self.offer = offer
-        self.refused = set(refused)
-        self.rejections: list[tuple[str, str]] = []
-
-    def current(self) -> tuple[str, str]:
-        return self.pair
-
-    def rejected(self, used: tuple[str, str]) -> tuple[str, str] | None:
-        self.rejections.append(used)
-        self.refused.add(used)
-        if self.offer is not None and self.offer != used:
-            self.pair = self.offer
-            return self.offer
-        return None
-
-    def usable(self, pair: tuple[str, str]) -> bool:
-        return pair not in self.refused
-
 
 def answer_for(accepted: tuple[str, str], ok: Callable[[], httpx.Response] = ok_user) -> Handler:
     def handler(request: httpx.Request) -> httpx.Response:

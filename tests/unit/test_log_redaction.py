@@ -15,30 +15,16 @@ import pytest
 from moto import mock_aws
 
 from tests.conftest import ROOT
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
+from tests.support.logs import LogCollector, service_log_lines
 
 
 @pytest.fixture
-def emitted() -> Iterator[_Collect]:
-    from cswhmcs.observability import logger
-
-    handler = _Collect()
-    handler.setFormatter(logger.registered_formatter)
-    base = logging.getLogger(logger.name)
-    base.addHandler(handler)
-    yield handler
-    base.removeHandler(handler)
+def emitted() -> Iterator[LogCollector]:
+    with service_log_lines() as handler:
+        yield handler
 
 
-def test_secret_values_inside_extra_dicts_and_lists_are_masked(emitted: _Collect) -> None:
+def test_secret_values_inside_extra_dicts_and_lists_are_masked(emitted: LogCollector) -> None:
     from cswhmcs.observability import logger, register_secret_values
 
     # Given a registered secret value
@@ -64,7 +50,7 @@ def test_secret_values_inside_extra_dicts_and_lists_are_masked(emitted: _Collect
     assert record["message"] == "upstream said something"
 
 
-def test_the_billing_worker_registers_its_secrets(monkeypatch: pytest.MonkeyPatch, emitted: _Collect) -> None:
+def test_the_billing_worker_registers_its_secrets(monkeypatch: pytest.MonkeyPatch, emitted: LogCollector) -> None:
     # Given a worker environment whose secrets nobody has registered yet
     from cswhmcs.api import reset_deps
     from cswhmcs.billing.handlers import _worker_deps, worker_handler
@@ -90,7 +76,7 @@ def test_the_billing_worker_registers_its_secrets(monkeypatch: pytest.MonkeyPatc
     try:
         with mock_aws():
             ensure_tables(Template(ROOT / "template.yaml"), boto3.client("dynamodb", region_name="us-east-1"),
-                          {"ACCOUNTS_TABLE": "accounts", "LEDGER_TABLE": "ledger", "IDEMPOTENCY_TABLE": "idem"})
+                          {"ACCOUNTS_TABLE": "accounts", "LEDGER_TABLE": "ledger", "REPLAY_TABLE": "idem"})
             # When the worker handles a record (ComputeStacks unreachable: the account is retried)
             from cswhmcs.billing.handlers import BatchFailed
 
@@ -117,7 +103,7 @@ def _raise_chain(secret: str) -> None:
         raise ValueError(f"login failed for password={secret}") from exc
 
 
-def test_a_logged_exception_is_redacted_in_its_text_and_stack_trace(emitted: _Collect) -> None:
+def test_a_logged_exception_is_redacted_in_its_text_and_stack_trace(emitted: LogCollector) -> None:
     from cswhmcs.observability import logger, register_secret_values
 
     # Given an exception chain whose messages carry a registered secret and an unregistered one
@@ -146,7 +132,7 @@ def test_a_logged_exception_is_redacted_in_its_text_and_stack_trace(emitted: _Co
     assert trace["frames"] and {"file", "line", "function", "statement"} <= set(trace["frames"][0])
 
 
-def test_an_exception_passed_as_exc_info_or_message_is_redacted(emitted: _Collect) -> None:
+def test_an_exception_passed_as_exc_info_or_message_is_redacted(emitted: LogCollector) -> None:
     from cswhmcs.observability import logger
 
     secret = "exc-info-secret-value-77"
@@ -165,24 +151,18 @@ def test_other_formatters_of_the_logger_see_the_redacted_traceback_only() -> Non
     from cswhmcs.observability import logger
 
     # Given a plain text handler on the service logger (e.g. a local console)
-    handler = _Collect()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    base = logging.getLogger(logger.name)
-    base.addHandler(handler)
     secret = "plain-formatter-secret-42"
-    try:
+    with service_log_lines(logging.Formatter("%(levelname)s %(message)s")) as handler:
         try:
             raise ValueError(f"Authorization: Basic {secret}")
         except ValueError:
             logger.exception("failed")
-    finally:
-        base.removeHandler(handler)
     # Then its text carries the traceback, redacted
     assert "Traceback" in handler.lines[-1] and secret not in handler.lines[-1]
     assert "Authorization: ***" in handler.lines[-1]
 
 
-def test_ordinary_messages_are_left_alone(emitted: _Collect) -> None:
+def test_ordinary_messages_are_left_alone(emitted: LogCollector) -> None:
     from cswhmcs.observability import logger
 
     logger.info("signature refused: stale", extra={"code": "signature_stale", "error": "The signature is stale.",

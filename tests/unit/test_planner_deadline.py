@@ -1,6 +1,6 @@
 """The billing planner inside its Lambda's time (issue 8): a planner out of time gives its lease up and
 fails, so the retry of the invocation resumes the run and every account still gets its message once.
-Uses the in-memory fakes and moto tables of test_billing_worker."""
+Uses the in-memory fakes and moto tables of tests/support/billing.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from cswhmcs.billing.handlers import planner_handler
 from cswhmcs.billing.messages import BILL, WorkMessage
 from cswhmcs.billing.planner import PLANNER_MARGIN_SECONDS, PlanningOutOfTime, Trigger, plan_run
 from cswhmcs.billing.usage import iso
-from tests.unit.test_billing_worker import AS_OF, World, world
+from tests.support.billing import AS_OF, World, world
 
 __all__ = ["world"]  # the fixture
 

@@ -29,6 +29,7 @@ from cswhmcs.adapters.retry import OutOfTime
 from cswhmcs.config import Settings
 from cswhmcs.deadline import Deadline
 from cswhmcs.errors import RateLimited
+from tests.support.scripted import next_answer
 
 URL = "https://billing.example.com/modules/servers/computestacks/billing.php"
 SECRETS = [b"receiver-secret-current-1234", b"receiver-secret-previous-5678"]
@@ -63,12 +64,7 @@ class Script:
         self.requests.append(request)
         if self.on_request is not None:
             self.on_request()
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        if callable(answer) and not isinstance(answer, httpx.Response):
-            return answer(request)
-        return answer
+        return next_answer(self.answers, request)
 
     def refs(self, n: int) -> list[str]:
         return [it["ref"] for it in json.loads(self.requests[n].content)["items"]]

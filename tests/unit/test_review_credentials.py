@@ -82,8 +82,8 @@ def test_a_pair_this_process_already_refused_stops_the_next_run_instead_of_spinn
 def test_a_pair_refused_by_another_request_meanwhile_is_not_sent_again_after_a_wait() -> None:
     from cswhmcs.adapters.computestacks import UserSelector
     from cswhmcs.errors import UpstreamAuthFailed
-    from tests.unit.test_cs_client import KEY as CS_KEY
-    from tests.unit.test_cs_client import SECRET, FakeSource, Harness, errors, script
+    from tests.support.cs_http import KEY as CS_KEY
+    from tests.support.cs_http import SECRET, FakeSource, Harness, errors, script
 
     # Given a request told to wait by a 429, and another thread that learns during that wait that the
     # pair is refused (ComputeStacks' secret was changed: each try counts towards the lockout)

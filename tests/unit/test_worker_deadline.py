@@ -1,6 +1,6 @@
 """The billing worker inside its deadline (issue 8): a line is only marked "sending" when one whole WHMCS
 attempt still fits; otherwise, or when WHMCS throttles, the account is released with its lines planned.
-Uses the in-memory fakes and moto tables of test_billing_worker."""
+Uses the in-memory fakes and moto tables of tests/support/billing.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cswhmcs.adapters.retry import OutOfTime
 from cswhmcs.billing.handlers import worker_handler
 from cswhmcs.billing.worker import WORKER_MARGIN_SECONDS, process_account
 from cswhmcs.errors import RateLimited
-from tests.unit.test_billing_worker import ROOT, FakeWhmcs, World, message, month_of_usage, world
+from tests.support.billing import ROOT, FakeWhmcs, World, message, month_of_usage, world
 
 __all__ = ["world"]  # the fixture
 

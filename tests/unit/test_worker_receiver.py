@@ -1,15 +1,12 @@
 """The billing worker through the module's billing receiver (API.md section 8, issue 9): lines of several
 accounts sent together, every unknown outcome sent again with the same ref, currency refusals converted
 again with fresh rates, definite refusals counted. Against an in-memory receiver with API.md section 8
-semantics and fault knobs, the in-memory ComputeStacks/WHMCS fakes and the moto tables of
-test_billing_worker."""
+semantics and fault knobs, the in-memory ComputeStacks/WHMCS fakes and the moto tables (all in
+tests/support/billing.py)."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,15 +16,10 @@ import pytest
 
 from cswhmcs import deadline
 from cswhmcs.adapters.receiver import (
-    ReceiverAnswer,
-    ReceiverBadRequest,
-    ReceiverItem,
     ReceiverMissing,
     ReceiverOutOfTime,
     ReceiverSignatureRefused,
-    ReceiverUnknownOutcome,
 )
-from cswhmcs.adapters.whmcs import Currency
 from cswhmcs.billing.grouping import DONE, PLANNED, SENDING
 from cswhmcs.billing.handlers import worker_handler
 from cswhmcs.billing.messages import BILL, Account, RunContext, WorkMessage
@@ -36,7 +28,7 @@ from cswhmcs.billing.run import run_billing
 from cswhmcs.billing.usage import iso
 from cswhmcs.billing.worker import process_account, process_accounts
 from cswhmcs.errors import RateLimited
-from tests.unit.test_billing_worker import AS_OF, OCT, ROOT, FakeWhmcs, SimulatedCrash, World, message, world
+from tests.support.billing import AS_OF, OCT, ROOT, FakeReceiver, SimulatedCrash, World, message, setup, world
 
 __all__ = ["world"]  # the fixture
 
@@ -44,111 +36,6 @@ LEASE_PASSED = timedelta(minutes=20)  # more than the sending lease (960 s)
 
 
 # ---------------------------------------------------------------------- fakes
-
-
-class CountingWhmcs(FakeWhmcs):
-    """The WHMCS API fake, counting calls per action; ``rates`` are what GetCurrencies answers now."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: Counter[str] = Counter()
-        self.rates = {"USD": Decimal("1.00000"), "EUR": Decimal("0.92000"), "GBP": Decimal("0.79000")}
-
-    def get_currencies(self) -> list[Currency]:
-        self.calls["GetCurrencies"] += 1
-        self.request_count += 1
-        ids = {"USD": 1, "EUR": 2, "GBP": 3}
-        return [Currency(ids[c], c, "", "", r) for c, r in self.rates.items()]
-
-    def get_client(self, client_id: int) -> dict[str, Any]:
-        self.calls["GetClientsDetails"] += 1
-        return super().get_client(client_id)
-
-    def add_billable_item(self, **kw: Any) -> int:
-        self.calls["AddBillableItem"] += 1
-        return super().add_billable_item(**kw)
-
-
-class FakeReceiver:
-    """billing.php as API.md section 8 says: a ref creates at most one item, ever (an existing ref answers
-    ``existing`` with the first id), the currency must be the client's, answers in order. Knobs:
-    ``lose_after`` (apply, then raise ReceiverUnknownOutcome), ``lose_before`` (raise without applying),
-    ``errors`` (raise these, nothing applied), ``refuse`` (ref -> how many more times it is rejected),
-    ``bad`` (refs that make the whole body a 400)."""
-
-    MAX_ITEMS = 100
-
-    def __init__(self, whmcs: FakeWhmcs, *, attempt_seconds: float = 0.0, delay: float = 0.0,
-                 max_items: int = 100) -> None:
-        self.MAX_ITEMS = max_items  # ReceiverClient's is 100; smaller keeps the test fast
-        self.whmcs = whmcs
-        self.items: list[dict[str, Any]] = []
-        self.refs: dict[str, int] = {}
-        self.batches: list[list[str]] = []  # refs of every request that reached it
-        self.lose_after = 0
-        self.lose_before = 0
-        self.errors: list[Exception] = []
-        self.refuse: dict[str, int] = {}
-        self.bad: set[str] = set()
-        self.hint: str | None = None  # a wrong "currency" in currency refusals (a receiver that misleads)
-        self.delay = delay
-        self._attempt_seconds = attempt_seconds
-        self._lock = threading.Lock()
-
-    @property
-    def request_count(self) -> int:
-        return len(self.batches)
-
-    @property
-    def attempt_seconds(self) -> float:
-        return self._attempt_seconds
-
-    def per_ref(self) -> Counter[str]:
-        return Counter(item["ref"] for item in self.items)
-
-    def send(self, items: list[ReceiverItem]) -> list[ReceiverAnswer]:
-        assert len(items) <= self.MAX_ITEMS
-        bodies = [item.to_json() for item in items]  # what would go on the wire (validates the item)
-        time.sleep(self.delay)
-        with self._lock:
-            if self.errors:
-                raise self.errors.pop(0)
-            if self.lose_before:
-                self.lose_before -= 1
-                raise ReceiverUnknownOutcome("The connection broke before the request was sent.", reason="dropped")
-            self.batches.append([b["ref"] for b in bodies])
-            if any(b["ref"] in self.bad for b in bodies):
-                raise ReceiverBadRequest("The WHMCS billing receiver refused the request: bad item.",
-                                         http_status=400)
-            answers = [self._one(b) for b in bodies]
-            if self.lose_after:
-                self.lose_after -= 1
-                raise ReceiverUnknownOutcome("The WHMCS billing receiver did not answer in time.", reason="timeout")
-            return answers
-
-    def _one(self, item: dict[str, Any]) -> ReceiverAnswer:
-        ref = item["ref"]
-        if ref in self.refs:
-            return ReceiverAnswer(ref, "existing", self.refs[ref], "", "", None)
-        client = self.whmcs.clients.get(item["clientid"])
-        if client is None:
-            return ReceiverAnswer(ref, "refused", None, "Client ID not found", "client_not_found", None)
-        if item["currency"] != client["currency_code"]:
-            return ReceiverAnswer(ref, "refused", None, "The currency is not the client's.", "currency_mismatch",
-                                  self.hint or client["currency_code"])
-        if self.refuse.get(ref, 0) > 0:
-            self.refuse[ref] -= 1
-            return ReceiverAnswer(ref, "refused", None, "Invalid description", "rejected", None)
-        billable_id = len(self.items) + 1
-        self.items.append({"id": billable_id, **item})
-        self.refs[ref] = billable_id
-        return ReceiverAnswer(ref, "created", billable_id, "", "", None)
-
-
-def setup(world: World, **kw: Any) -> FakeReceiver:
-    whmcs = CountingWhmcs()
-    world.whmcs = whmcs
-    return FakeReceiver(whmcs, **kw)
 
 
 def use(world: World, receiver: Any, **kw: Any) -> Any:

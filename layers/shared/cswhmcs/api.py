@@ -9,115 +9,24 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from cswhmcs import deadline, signing
-from cswhmcs.config import Settings, get_settings
+from cswhmcs.deps import Action, Deps, Request, get_deps, reset_deps
 from cswhmcs.errors import BadRequest, DomainError
 from cswhmcs.jsonbody import loggable_id, parse_object
-from cswhmcs.observability import logger, register_secret_values
+from cswhmcs.observability import logger, request_id
+
+# ``Deps``, ``Request``, ``Action``, ``get_deps`` and ``reset_deps`` live in ``cswhmcs.deps``; they are
+# re-exported here for the callers that import them from this module. ``handle`` looks ``get_deps`` up
+# in this module, so a test may replace ``cswhmcs.api.get_deps``.
+__all__ = ["MAX_BODY", "Action", "Deps", "Request", "error_response", "get_deps", "handle", "make_handler",
+           "raw_body", "reset_deps", "response"]
 
 MAX_BODY = 64 * 1024
-
-
-@dataclass
-class Deps:
-    """What actions use, created lazily once per execution environment (warm invocations reuse them)."""
-
-    settings: Settings
-    # Per thread: boto3 resources are not thread-safe. Lambda runs one thread; `cswhmcs serve` several.
-    _local: threading.local = field(default_factory=threading.local)
-
-    def _get(self, name: str, factory: Callable[[], Any]) -> Any:
-        cache = self._local.__dict__.setdefault("cache", {})
-        if name not in cache:
-            cache[name] = factory()
-        return cache[name]
-
-    @property
-    def ddb(self) -> Any:
-        from cswhmcs.adapters.dynamo import dynamodb_resource
-
-        return self._get("ddb", lambda: dynamodb_resource(self.settings, for_api=True))
-
-    @property
-    def accounts(self) -> Any:
-        from cswhmcs.adapters.dynamo import AccountsRepo
-
-        return self._get("accounts", lambda: AccountsRepo.from_settings(self.settings, self.ddb))
-
-    @property
-    def replay_guard(self) -> Any:
-        from cswhmcs.adapters.dynamo import ReplayGuard
-
-        return self._get("replay", lambda: ReplayGuard.from_settings(self.settings, self.ddb))
-
-    @property
-    def order_credits(self) -> Any:
-        from cswhmcs.adapters.dynamo import OrderCreditRecords
-
-        return self._get("order_credits", lambda: OrderCreditRecords.from_settings(self.settings, self.ddb))
-
-    @property
-    def cs(self) -> Any:
-        from cswhmcs import factory
-
-        self.settings.require("CS_API_URL", "CS_API_KEY", "CS_API_SECRET")
-        return self._get("cs", lambda: factory.computestacks_client(self.settings))
-
-    @property
-    def whmcs(self) -> Any:
-        from cswhmcs import factory
-
-        self.settings.require("WHMCS_API_URL", "WHMCS_API_IDENTIFIER", "WHMCS_API_SECRET")
-        return self._get("whmcs", lambda: factory.whmcs_client(self.settings))
-
-    @property
-    def receiver(self) -> Any:
-        """The billing receiver's client (API.md section 8), or None when WHMCS_RECEIVER_URL is not set."""
-        from cswhmcs import factory
-
-        return self._get("receiver", lambda: factory.receiver_client(self.settings))
-
-
-@dataclass
-class Request:
-    route: str
-    payload: dict[str, Any]
-    settings: Settings
-    deps: Deps
-
-
-Action = Callable[[Request], dict[str, Any]]
-
-_deps: Deps | None = None
-
-
-def get_deps() -> Deps:
-    global _deps
-    settings = get_settings()
-    if _deps is None or _deps.settings is not settings:
-        # New settings (a rotated secret, re-read every 5 minutes or at once after ComputeStacks refused
-        # the pair): new clients.
-        _deps = Deps(settings)
-        register_secret_values(*settings.secret_values())
-    return _deps
-
-
-def reset_deps() -> None:
-    """Forget cached settings, clients and rejected credentials (tests, `cswhmcs serve` after an
-    environment change)."""
-    global _deps
-    from cswhmcs import factory
-
-    _deps = None
-    get_settings.cache_clear()
-    factory.reset()
 
 
 def _json_default(o: Any) -> Any:
@@ -191,6 +100,7 @@ def handle(route: str, action: Action, event: dict[str, Any], context: Any = Non
     finally:
         # One line per request.
         logger.info("request", extra={"route": route, "status": status, "serviceid": service_id,
+                                      "request_id": request_id(event),
                                       "ms": round((time.perf_counter() - started) * 1000, 1), **refusal})
 
 

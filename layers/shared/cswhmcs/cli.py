@@ -246,7 +246,7 @@ def explain_setup_error(exc: BaseException) -> str | None:
         error = exc.response.get("Error", {})
         if error.get("Code") == "ResourceNotFoundException":
             return ("a DynamoDB table this command needs does not exist: check ACCOUNTS_TABLE, LEDGER_TABLE and "
-                    "IDEMPOTENCY_TABLE (the stack's table names), or let `cswhmcs serve` create the local ones; "
+                    "REPLAY_TABLE (the stack's table names), or let `cswhmcs serve` create the local ones; "
                     f"{LOCAL_HINT}.")
         if error.get("Code") in ("UnrecognizedClientException", "InvalidSignatureException",
                                  "ExpiredTokenException"):

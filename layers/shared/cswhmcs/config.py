@@ -61,7 +61,9 @@ class Settings(BaseModel):
     AWS_ENDPOINT_URL_DYNAMODB: str | None = None
     ACCOUNTS_TABLE: str = "cswhmcs-accounts"
     LEDGER_TABLE: str = "cswhmcs-ledger"
-    IDEMPOTENCY_TABLE: str = "cswhmcs-idempotency"
+    # The accepted request signatures (replay protection). IDEMPOTENCY_TABLE, its name before 0.3.0, is still
+    # read when REPLAY_TABLE is not set (deprecated: old local environments).
+    REPLAY_TABLE: str = "cswhmcs-replay"
     WORK_QUEUE_URL: str = ""
 
     BILLING_START: date | None = None
@@ -97,7 +99,15 @@ class Settings(BaseModel):
                 if cls.model_fields[key].annotation is not SecretStr:
                     value = value.strip()
             out[key] = value
+        legacy = data.get("IDEMPOTENCY_TABLE")
+        if "REPLAY_TABLE" not in out and isinstance(legacy, str) and legacy.strip():
+            out["REPLAY_TABLE"] = legacy.strip()
         return out
+
+    @property
+    def IDEMPOTENCY_TABLE(self) -> str:  # noqa: N802 - the old name of REPLAY_TABLE
+        """Deprecated: ``REPLAY_TABLE``."""
+        return self.REPLAY_TABLE
 
     @field_validator("CS_API_URL", "WHMCS_API_URL")
     @classmethod

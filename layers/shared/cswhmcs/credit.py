@@ -20,11 +20,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from cswhmcs import deadline
+from cswhmcs import deadline, observability
 from cswhmcs.adapters.dynamo import OpenOrder, OrderCredit
-from cswhmcs.adapters.whmcs import WhmcsApiError
 from cswhmcs.api import Deps, Request
-from cswhmcs.errors import Conflict, DomainError, InvalidInput, UpstreamError, UpstreamTimeout
+from cswhmcs.errors import Conflict, DomainError, InvalidInput, UpstreamApiError, UpstreamError, UpstreamTimeout
 from cswhmcs.models import OrderPaidParams, parse
 from cswhmcs.money import cents, fmt2, to_decimal
 from cswhmcs.observability import SERVICE, logger
@@ -33,8 +32,8 @@ MODULE = "computestacks"
 WAIT_FOR_OTHER_DELIVERY_S = 8.0  # at most; never past the request's deadline
 POLL_INTERVAL_S = 0.2
 STALE_AFTER_S = 7 * 24 * 3600  # an order open this long is reported and alarmed, no longer retried
-METRIC_NAMESPACE = "ComputeStacksWHMCS"
-STALE_METRIC = "OrderCreditsStale"
+METRIC_NAMESPACE = observability.NAMESPACE
+STALE_METRIC = observability.ORDER_CREDITS_STALE
 # WHMCS's own answers that the request names something it does not have (reference/whmcs-contract.md:
 # GetInvoice, GetClientsDetails, GetCredits/AddCredit): the caller's error, never worth a retry.
 _UNKNOWN_TO_WHMCS = {
@@ -121,7 +120,7 @@ def order_paid(req: Request) -> dict[str, Any]:
         records.remember_open(params.orderId, params.model_dump(), "the first delivery did not finish")
     try:
         return _credit(req, params, record)
-    except (InvalidInput, WhmcsApiError) as exc:
+    except (InvalidInput, UpstreamApiError) as exc:
         refusal = _caller_error(exc, params)
         if refusal is None:  # WHMCS failed at something else: worth another delivery
             records.remember_open(params.orderId, params.model_dump(), exc.message)
@@ -152,9 +151,9 @@ def _caller_error(exc: DomainError, params: OrderPaidParams) -> InvalidInput | N
     """The 422 for a request WHMCS definitely cannot serve (it names something WHMCS does not have)."""
     if isinstance(exc, InvalidInput):
         return exc
-    if not isinstance(exc, WhmcsApiError):
+    if not isinstance(exc, UpstreamApiError):
         return None
-    field = _UNKNOWN_TO_WHMCS.get(exc.whmcs_message.strip().rstrip(".").lower())
+    field = _UNKNOWN_TO_WHMCS.get(exc.upstream_message.strip().rstrip(".").lower())
     if field == "invoiceId":
         return InvalidInput(f"The field 'invoiceId' is invalid: WHMCS has no invoice #{params.invoiceId}.",
                             field=field)
@@ -204,6 +203,7 @@ def _credit(req: Request, params: OrderPaidParams, record: OrderCredit | None) -
 
     if taken_over and _already_credited(req, params.userId, params.orderId, amount):
         records.mark(params.orderId, "done", note="found in GetCredits after an interrupted delivery")
+        observability.count(observability.CREDITS_APPLIED)
         return _answer(amount, currency)
     try:
         balance = whmcs.add_credit(params.userId, amount, description(params.orderId))
@@ -213,6 +213,7 @@ def _credit(req: Request, params: OrderPaidParams, record: OrderCredit | None) -
             records.mark(params.orderId, "ambiguous")
             if _already_credited(req, params.userId, params.orderId, amount):
                 records.mark(params.orderId, "done", note="confirmed by GetCredits after a timeout")
+                observability.count(observability.CREDITS_APPLIED)
                 return _answer(amount, currency)
             raise UpstreamTimeout("WHMCS did not confirm the credit in time; the next delivery of this order "
                                   "checks WHMCS before crediting again.", upstream="WHMCS",
@@ -224,6 +225,7 @@ def _credit(req: Request, params: OrderPaidParams, record: OrderCredit | None) -
         records.mark(params.orderId, "pending", lease_until=0)
         raise
     records.mark(params.orderId, "done", new_balance=str(balance))
+    observability.count(observability.CREDITS_APPLIED)
     logger.info("order credited", extra={"order_id": params.orderId, "amount": str(amount), "currency": currency})
     return _answer(amount, currency)
 
@@ -297,7 +299,8 @@ def retry_open_credits(deps: Deps, *, include_stale: bool = False, emit_metric: 
 
 
 def _emit_stale_metric(count: int) -> None:
-    """CloudWatch EMF on stdout (Powertools; off where POWERTOOLS_METRICS_DISABLED is set, as in the tests)."""
+    """CloudWatch EMF on stdout at once, a line of its own (Powertools; off where POWERTOOLS_METRICS_DISABLED is
+    set, as in the tests): the sweep's gauge, apart from the invocation's counts (``observability.count``)."""
     from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
     metrics = EphemeralMetrics(namespace=METRIC_NAMESPACE, service=SERVICE)

@@ -71,6 +71,13 @@ class UpstreamRejected(DomainError):
         self.messages = messages or [message]
 
 
+class EmailTaken(UpstreamRejected):
+    """ComputeStacks refused the user because its email belongs to another user ("Email has already been
+    taken", reference computestacks-api.md section 2.1). Raised by the ComputeStacks client
+    (``ports.ComputeStacks.create_user``/``update_user``); still a 422 ``upstream_rejected`` when nobody
+    handles it (account creation adopts the user when it is this service's own, else answers 409)."""
+
+
 class UpstreamError(DomainError):
     """ComputeStacks or WHMCS answered with an error, a 5xx, or something that is not JSON."""
 
@@ -82,6 +89,20 @@ class UpstreamError(DomainError):
         super().__init__(message, code=code)
         self.upstream = upstream
         self.http_status = http_status
+
+
+class UpstreamApiError(UpstreamError):
+    """The upstream's API itself answered with an error of its own (WHMCS ``result: error``): a definite
+    answer, so nothing was applied and sending the same request again would get the same answer.
+    ``action``: what we called; ``upstream_message``: the upstream's own text (scrubbed of secrets), for
+    decisions such as "WHMCS has no such invoice". ``adapters.whmcs.WhmcsApiError`` is the WHMCS client's one.
+    """
+
+    def __init__(self, message: str, *, upstream: str, action: str, upstream_message: str,
+                 http_status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message, upstream=upstream, http_status=http_status, code=code)
+        self.action = action
+        self.upstream_message = upstream_message
 
 
 class UpstreamAuthFailed(UpstreamError):

@@ -8,7 +8,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cswhmcs.adapters.whmcs import Currency
+    from cswhmcs.deps import Request
 
 TTL_SECONDS = 300.0
 _lock = threading.Lock()
@@ -33,14 +37,14 @@ def clear() -> None:
         _entries.clear()
 
 
-def currencies(req: Any, *, refresh: bool = False) -> list[Any]:
+def currencies(req: Request, *, refresh: bool = False) -> list[Currency]:
     """WHMCS GetCurrencies, cached."""
-    result: list[Any] = cached("currencies", req.settings.WHMCS_API_URL, req.deps.whmcs.get_currencies,
+    result: list[Currency] = cached("currencies", req.settings.WHMCS_API_URL, req.deps.whmcs.get_currencies,
                                refresh=refresh)
     return result
 
 
-def user_groups(req: Any, *, refresh: bool = False) -> dict[str, str]:
+def user_groups(req: Request, *, refresh: bool = False) -> dict[str, str]:
     """ComputeStacks user groups id -> name (every page), cached."""
 
     def load() -> dict[str, str]:

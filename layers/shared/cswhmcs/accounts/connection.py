@@ -16,10 +16,10 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
-from cswhmcs.adapters.receiver import ReceiverMissing, ReceiverSignatureRefused, ReceiverUnknownOutcome
-from cswhmcs.api import Request
+from cswhmcs.adapters.receiver import ReceiverClient, ReceiverMissing, ReceiverSignatureRefused, ReceiverUnknownOutcome
+from cswhmcs.deps import Request
 from cswhmcs.errors import (
     ConfigurationError,
     DomainError,
@@ -30,9 +30,10 @@ from cswhmcs.errors import (
 )
 
 RECEIVER = "WHMCS billing receiver"
+T = TypeVar("T")
 
 
-def _client(get: Callable[[], Any]) -> tuple[Any, DomainError | None]:
+def _client(get: Callable[[], T]) -> tuple[T | None, DomainError | None]:
     try:
         return get(), None
     except DomainError as exc:  # e.g. not configured
@@ -79,17 +80,17 @@ def test_connection(req: Request) -> dict[str, Any]:
     cs, cs_err = _client(lambda: req.deps.cs)
     whmcs, whmcs_err = _client(lambda: req.deps.whmcs)
     with_receiver = bool(req.settings.WHMCS_RECEIVER_URL)
-    receiver: Any = None
+    receiver: ReceiverClient | None = None
     receiver_err: DomainError | None = None
     if with_receiver:
         receiver, receiver_err = _client(lambda: req.deps.receiver)
     receiver_probe: Future[DomainError | None] | None = None
     with ThreadPoolExecutor(max_workers=2 if with_receiver else 1, thread_name_prefix="connection-test") as pool:
         # The helper threads run in a copy of this context: they keep the request's deadline.
-        cs_probe = pool.submit(contextvars.copy_context().run, _check, cs.list_locations) if cs_err is None else None
-        if with_receiver and receiver_err is None:
+        cs_probe = pool.submit(contextvars.copy_context().run, _check, cs.list_locations) if cs is not None else None
+        if with_receiver and receiver is not None:
             receiver_probe = pool.submit(contextvars.copy_context().run, _check, receiver.ping)
-        if whmcs_err is None:
+        if whmcs is not None:
             whmcs_err = _check(whmcs.get_health_status)
         if cs_probe is not None:
             cs_err = cs_probe.result()

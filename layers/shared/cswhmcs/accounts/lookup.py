@@ -16,7 +16,7 @@ from cswhmcs import deadline
 from cswhmcs.adapters.computestacks import UPSTREAM, UserSelector
 from cswhmcs.adapters.dynamo import AccountMapping
 from cswhmcs.adapters.retry import OutOfTime
-from cswhmcs.api import Request
+from cswhmcs.deps import Request
 from cswhmcs.errors import NotFound
 from cswhmcs.models import ServiceParams
 

@@ -14,8 +14,8 @@ from cswhmcs.accounts import caches
 from cswhmcs.accounts.lookup import belongs_to_service, gone, link_fields, looks_like_email, remember, resolve
 from cswhmcs.adapters.computestacks import UserSelector
 from cswhmcs.adapters.dynamo import AccountMapping
-from cswhmcs.api import Request
-from cswhmcs.errors import Conflict, InvalidInput, UpstreamRejected, UpstreamTimeout
+from cswhmcs.deps import Request
+from cswhmcs.errors import Conflict, EmailTaken, InvalidInput, UpstreamTimeout
 from cswhmcs.models import CreateParams, PasswordParams, ServiceParams, parse
 from cswhmcs.observability import logger
 
@@ -130,9 +130,8 @@ def create_account(req: Request) -> dict[str, Any]:
     fields = _user_fields(req, params, email)
     try:
         user = req.deps.cs.create_user(fields)
-    except UpstreamRejected as exc:
-        if not any("already been taken" in m for m in exc.messages if "mail" in m.lower()):
-            raise
+    except EmailTaken:
+        # Another user has this email: ours after a crash (adopt it), or someone else's (409).
         adopted = _adopt_existing(req, params, email)
         if adopted is None:
             raise

@@ -7,7 +7,7 @@ from urllib.parse import quote, urlsplit
 
 from cswhmcs.accounts.lookup import gone, resolve
 from cswhmcs.adapters.computestacks import UserSelector
-from cswhmcs.api import Request
+from cswhmcs.deps import Request
 from cswhmcs.errors import UpstreamError
 from cswhmcs.models import ServiceParams, parse
 

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cswhmcs.accounts import caches
-from cswhmcs.api import Request
+from cswhmcs.deps import Request
 from cswhmcs.models import MAX_ID, parse
 
 PAGE = 500

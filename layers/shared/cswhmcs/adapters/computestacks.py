@@ -16,6 +16,8 @@ What it guarantees (docs/architecture.md "Error mapping"):
   ``UpstreamTimeout(maybe_applied=True)``. A 401 is never retried with the same pair: every wrong
   secret counts towards ComputeStacks' lockout of the credential's owner (5 attempts). The
   credential source may offer one different pair (a rotated secret), tried once.
+* A 422 naming the email as taken ("Email has already been taken") raises ``EmailTaken`` (an
+  ``UpstreamRejected``), so callers decide on the type, never on ComputeStacks' wording.
 * A user lookup that misses (404 with an empty body) returns ``None``; a 404 that says
   "Unknown API Call" means a wrong ``CS_API_URL`` and raises ``UpstreamError``.
 * Bodies are returned as parsed, without converting money: ComputeStacks sends decimals as numeric
@@ -42,9 +44,10 @@ import httpx
 
 from cswhmcs.adapters import bounded
 from cswhmcs.adapters.pacing import Pacer
-from cswhmcs.adapters.retry import Failure, Resend, Retrier, RetryPolicy, Throttled, retry_after
+from cswhmcs.adapters.retry import Failure, Resend, Retrier, RetryingClient, RetryPolicy, Throttled, retry_after
 from cswhmcs.errors import (
     ConfigurationError,
+    EmailTaken,
     NotFound,
     UpstreamAuthFailed,
     UpstreamError,
@@ -61,6 +64,8 @@ USERS_PATH = "/api/admin/users"
 _MAX_MESSAGES = 10
 _MAX_MESSAGE_CHARS = 300
 _LINK_RE = re.compile(r'<([^>]*)>\s*;\s*rel="?([^";,]+)"?')
+# Rails' full message for a duplicate email (Devise and the model's uniqueness check, section 2.1).
+_EMAIL_TAKEN_RE = re.compile(r"^e-?mail has already been taken\.?$", re.IGNORECASE)
 
 
 def _segment(value: str) -> str:
@@ -178,7 +183,7 @@ class _Auth:
     swapped: bool = False
 
 
-class ComputeStacksClient:
+class ComputeStacksClient(RetryingClient):
     """The ComputeStacks admin API, as far as this integration needs it. Thread-safe.
 
     ``credentials``, when given, wins over ``api_key``/``api_secret`` (which may then be empty).
@@ -220,25 +225,6 @@ class ComputeStacksClient:
         return cls(settings.CS_API_URL, settings.CS_API_KEY.get_secret_value(),
                    settings.CS_API_SECRET.get_secret_value(), timeout=settings.CS_TIMEOUT,
                    connect_timeout=settings.CONNECT_TIMEOUT, **kwargs)
-
-    @property
-    def request_count(self) -> int:
-        """HTTP attempts made so far (retries included)."""
-        return self._retrier.attempts
-
-    @property
-    def attempt_seconds(self) -> float:
-        """The longest one request attempt may take (connect + read timeout)."""
-        return self._retrier.attempt_seconds
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> ComputeStacksClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"ComputeStacksClient({str(self._http.base_url)!r})"
@@ -504,8 +490,8 @@ class ComputeStacksClient:
             text = "; ".join(messages)
             if not text.endswith("."):
                 text += "."
-            raise UpstreamRejected(f"ComputeStacks rejected the request: {text}", upstream=UPSTREAM,
-                                   messages=messages)
+            rejected = EmailTaken if any(_EMAIL_TAKEN_RE.match(m) for m in messages) else UpstreamRejected
+            raise rejected(f"ComputeStacks rejected the request: {text}", upstream=UPSTREAM, messages=messages)
         if status == 404 and errors is not None and UNKNOWN_ROUTE_MESSAGE in errors:
             raise UpstreamError("ComputeStacks does not know this API call (HTTP 404); check CS_API_URL.",
                                 upstream=UPSTREAM, http_status=404)

@@ -198,7 +198,7 @@ class ReplayGuard:
 
     @classmethod
     def from_settings(cls, settings: Settings, resource: Any | None = None) -> ReplayGuard:
-        return cls((resource or dynamodb_resource(settings)).Table(settings.IDEMPOTENCY_TABLE),
+        return cls((resource or dynamodb_resource(settings)).Table(settings.REPLAY_TABLE),
                    ttl_seconds=settings.SIGNATURE_TOLERANCE * 2 + 60)
 
     def accept(self, signature_hex: str, route: str) -> None:

@@ -38,7 +38,7 @@ import httpx
 from cswhmcs import deadline
 from cswhmcs.adapters import bounded
 from cswhmcs.adapters.pacing import PacingOutOfTime, TokenBucket
-from cswhmcs.adapters.retry import Failure, OutOfTime, Retrier, RetryPolicy, Throttled, retry_after
+from cswhmcs.adapters.retry import Failure, OutOfTime, Retrier, RetryingClient, RetryPolicy, Throttled, retry_after
 from cswhmcs.errors import (
     ConfigurationError,
     DomainError,
@@ -240,7 +240,7 @@ def parse_answers(data: Any, refs: Sequence[str]) -> list[ReceiverAnswer]:
     return answers
 
 
-class ReceiverClient:
+class ReceiverClient(RetryingClient):
     """One receiver URL. Thread-safe (httpx.Client is); reuse one per execution environment.
 
     ``secrets`` is called at every attempt, so rotated ``SIGNING_SECRET`` values are followed; every
@@ -276,24 +276,10 @@ class ReceiverClient:
     def __repr__(self) -> str:  # never the secrets
         return f"ReceiverClient({self._url!r})"
 
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> ReceiverClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @property
     def request_count(self) -> int:
         """HTTP attempts made so far (retries and pings included)."""
         return self._retrier.attempts + self._ping_retrier.attempts
-
-    @property
-    def attempt_seconds(self) -> float:
-        """The longest one attempt may take (connect + read timeout)."""
-        return self._retrier.attempt_seconds
 
     # ------------------------------------------------------------------ public
 

@@ -16,6 +16,10 @@ be resent is only sent when a whole attempt (connect + read timeout) still fits,
 turns it into a "maybe applied". When no attempt can start any more, the last failure is raised, or
 ``OutOfTime`` (an ``UpstreamTimeout``, 504) when nothing was sent. A 429 whose wait does not fit raises
 ``RateLimited`` (also a 504: the upstream did not answer in time for us).
+
+Every request passes here, so this is where it is observed (``cswhmcs.observability``): each request is
+one X-Ray subsegment named after its upstream (tracing on only), each failed attempt counts in
+``UpstreamErrors`` (dimension ``upstream``) and each 429 answer in ``Throttled``.
 """
 
 from __future__ import annotations
@@ -27,11 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 import httpx
 
-from cswhmcs import deadline
+from cswhmcs import deadline, observability
 from cswhmcs.adapters import bounded
 from cswhmcs.adapters.pacing import Pacer, PacingOutOfTime, TokenBucket
 from cswhmcs.errors import DomainError, RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnreachable
@@ -139,6 +143,7 @@ class Retrier:
         self._dropped = dropped_message or f"{upstream} closed the connection without answering."
         self._lock = threading.Lock()
         self._attempts = 0
+        self._metric_upstream = observability.upstream_name(upstream)
 
     @property
     def attempts(self) -> int:
@@ -183,6 +188,11 @@ class Retrier:
         be sent again once it may have arrived? ``mutating``: could it change anything (then a timeout
         after sending is "maybe applied")?
         """
+        with observability.upstream_subsegment(self.upstream):
+            return self._run(send, interpret, resend=resend, mutating=mutating)
+
+    def _run(self, send: Callable[[httpx.Timeout], httpx.Response], interpret: Callable[[httpx.Response], T], *,
+             resend: bool, mutating: bool) -> T:
         limit = deadline.current()
         policy = self.policy
         needed = MIN_ATTEMPT_SECONDS if resend else max(MIN_ATTEMPT_SECONDS, self.attempt_seconds)
@@ -213,6 +223,7 @@ class Retrier:
                     raise self._transport_failure(exc, mutating=mutating) from exc
                 return interpret(response)
             except Throttled as t:
+                observability.count(observability.THROTTLED)
                 throttled += 1
                 if t.delay + needed > limit.remaining():
                     self._raise(Failure(self._rate_limited(
@@ -228,6 +239,10 @@ class Retrier:
                 continue
             except Failure as failure:
                 last = failure
+                if isinstance(failure.error, RateLimited):  # a 429 the client turned into a failure
+                    observability.count(observability.THROTTLED)
+                else:
+                    observability.count(observability.UPSTREAM_ERRORS, upstream=self._metric_upstream)
             error = last.error
             if last.sent and isinstance(error, UpstreamTimeout) and error.maybe_applied and ambiguous is None:
                 ambiguous = last
@@ -277,3 +292,30 @@ class Retrier:
             if not (isinstance(error, UpstreamTimeout) and error.maybe_applied):
                 chosen = ambiguous
         raise chosen.error from chosen.cause
+
+
+class RetryingClient:
+    """What every upstream client shares: one ``httpx.Client`` (``_http``) sent through one ``Retrier``
+    (``_retrier``), closed with the client or at the end of a ``with`` block."""
+
+    _http: httpx.Client
+    _retrier: Retrier
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def request_count(self) -> int:
+        """HTTP attempts made so far (retries included)."""
+        return self._retrier.attempts
+
+    @property
+    def attempt_seconds(self) -> float:
+        """The longest one request attempt may take (connect + read timeout)."""
+        return self._retrier.attempt_seconds

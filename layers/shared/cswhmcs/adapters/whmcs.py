@@ -31,10 +31,11 @@ import httpx
 
 from cswhmcs.adapters import bounded
 from cswhmcs.adapters.pacing import Pacer
-from cswhmcs.adapters.retry import Failure, Retrier, RetryPolicy, Throttled, retry_after
+from cswhmcs.adapters.retry import Failure, Retrier, RetryingClient, RetryPolicy, Throttled, retry_after
 from cswhmcs.errors import (
     InvalidInput,
     RateLimited,
+    UpstreamApiError,
     UpstreamAuthFailed,
     UpstreamError,
     UpstreamTimeout,
@@ -47,13 +48,16 @@ _RESERVED = frozenset({"action", "identifier", "secret", "username", "password",
 _AUTH_MESSAGES = ("authentication failed", "invalid or missing credentials", "invalid ip", "ip banned")
 
 
-class WhmcsApiError(UpstreamError):
-    """WHMCS answered ``result: error``; ``whmcs_message`` is its own text, ``action`` what we called."""
+class WhmcsApiError(UpstreamApiError):
+    """WHMCS answered ``result: error``; ``whmcs_message`` is its own text, ``action`` what we called.
+
+    Logic outside the adapter catches the port-level ``cswhmcs.errors.UpstreamApiError`` (a definite
+    refusal: nothing was applied) and reads ``upstream_message``, the same text as ``whmcs_message``."""
 
     def __init__(self, message: str, *, action: str, whmcs_message: str, http_status: int | None = None,
                  code: str | None = None) -> None:
-        super().__init__(message, upstream=UPSTREAM, http_status=http_status, code=code)
-        self.action = action
+        super().__init__(message, upstream=UPSTREAM, action=action, upstream_message=whmcs_message,
+                         http_status=http_status, code=code)
         self.whmcs_message = whmcs_message
 
 
@@ -178,7 +182,7 @@ def _flatten(key: str, value: Any, out: list[tuple[str, str]]) -> None:
 # ---------------------------------------------------------------------- the client
 
 
-class WhmcsClient:
+class WhmcsClient(RetryingClient):
     """One WHMCS API credential. Thread-safe (httpx.Client is); reuse one per execution environment."""
 
     page_size = 100
@@ -232,25 +236,6 @@ class WhmcsClient:
 
     def __repr__(self) -> str:  # never the credentials
         return f"WhmcsClient({self._url!r})"
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> WhmcsClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def request_count(self) -> int:
-        """HTTP attempts made so far (retries included)."""
-        return self._retrier.attempts
-
-    @property
-    def attempt_seconds(self) -> float:
-        """The longest one request attempt may take (connect + read timeout)."""
-        return self._retrier.attempt_seconds
 
     # ------------------------------------------------------------------ transport
 

@@ -122,24 +122,74 @@ def _run(args: argparse.Namespace, *, dry_run: bool | None) -> int:
     except DomainError as exc:
         print(f"cswhmcs billing: {_why(exc)}", file=sys.stderr)
         return 2
+    report_path = getattr(args, "report", None)
+    if report_path and (problem := _unwritable(report_path)):
+        runtime.close()
+        print(f"cswhmcs billing: cannot write the report to {report_path}: {problem}.", file=sys.stderr)
+        return 2
     progress = Progress(sys.stderr)
+    collector = None
+    on_result = progress.add_result
+    if report_path:
+        from cswhmcs.billing.report import ReportCollector
+
+        collector = ReportCollector()
+
+        def on_result(result: Any) -> None:
+            collector.add(result)
+            progress.add_result(result)
+
     try:
         summary = run_billing(as_of=as_of, ledger=runtime.ledger, accounts=runtime.accounts, deps=runtime.deps,
                               kind=_kind(args), dry_run=dry,
-                              on_planned=progress.add_planned, on_result=progress.add_result,
-                              keep_lines=dry or bool(getattr(args, "json", False)))
+                              on_planned=progress.add_planned, on_result=on_result,
+                              keep_lines=dry or bool(getattr(args, "json", False)) or bool(report_path))
+        progress.close()
+        report_error = _write_report(report_path, summary, runtime.ledger, collector) if report_path else None
     except DomainError as exc:
         progress.close()
         print(f"cswhmcs billing: {_why(exc)}", file=sys.stderr)
         return 2
     finally:
         runtime.close()
-    progress.close()
     if getattr(args, "json", False):
         print(json.dumps(_summary_json(summary), indent=2))
     else:
         print(summary.render())
+    if report_error:
+        print(f"cswhmcs billing: the report could not be written to {report_path}: {report_error}.", file=sys.stderr)
+        return max(summary.exit_code, 2)
+    if report_path:
+        print(f"report written to {report_path}", file=sys.stderr)
     return summary.exit_code
+
+
+def _write_report(path: str, summary: Any, ledger: Any, collector: Any) -> str | None:
+    """Write the run's HTML report; why not, if the file could not be written (the run itself is done)."""
+    from cswhmcs.billing.report import build_report, write_report
+
+    data = build_report(summary, ledger=ledger, collector=collector)
+    try:
+        write_report(path, data)
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
+
+
+def _unwritable(path: str) -> str | None:
+    """Why ``path`` cannot take the report (checked before the run, so that a typo costs nothing); None if it can."""
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    if target.is_dir():
+        return "it is a directory"
+    parent = target.parent
+    if not parent.is_dir():
+        return f"the directory {parent} does not exist"
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        return "permission denied"
+    return None
 
 
 def _why(exc: DomainError) -> str:
@@ -222,6 +272,10 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
+REPORT_HELP = ("also write a self-contained HTML report of the run (totals per currency, per account and product, "
+               "lines needing attention, carried-over amounts, billed totals per period); opens without network")
+
+
 def add_billing_commands(subparsers: Any) -> None:
     """Called by ``cswhmcs.cli.build_parser``: adds ``billing`` and its sub-commands."""
     billing = subparsers.add_parser("billing", help="month-end usage billing (run, preview, attention, resolve)")
@@ -238,12 +292,14 @@ def add_billing_commands(subparsers: Any) -> None:
                            "again); an account reached at or after the cut-off is billed as the month-end run would")
     run.add_argument("--concurrency", type=int, help="accounts worked on at once (default 4)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument("--report", metavar="FILE.html", help=REPORT_HELP)
     run.set_defaults(func=cmd_run)
 
     preview = sub.add_parser("preview", help="what `run` would bill, per account and product; writes nothing")
     preview.add_argument("--as-of", help="ISO-8601 time the period ends (default: now)")
     preview.add_argument("--concurrency", type=int)
     preview.add_argument("--json", action="store_true")
+    preview.add_argument("--report", metavar="FILE.html", help=REPORT_HELP)
     preview.set_defaults(func=cmd_preview, dry_run=True, collect=False, close=False)
 
     attention = sub.add_parser("attention", help="list the lines that need an operator")

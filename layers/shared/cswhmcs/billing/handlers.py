@@ -22,12 +22,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from cswhmcs import deadline
+from cswhmcs import deadline, observability
 from cswhmcs.billing.credentials import is_credentials_stop
 from cswhmcs.billing.ledger import Ledger
 from cswhmcs.billing.messages import WorkMessage
 from cswhmcs.billing.options import BillingOptions
-from cswhmcs.billing.planner import PLANNER_MARGIN_SECONDS, lambda_trigger
+from cswhmcs.billing.planner import CHECK, PLANNER_MARGIN_SECONDS, check_month_end, lambda_trigger, sqs_queue_depth
 from cswhmcs.billing.worker import WORKER_MARGIN_SECONDS, AccountResult, WorkerDeps, process_account, process_accounts
 from cswhmcs.config import Settings
 from cswhmcs.observability import logger
@@ -139,7 +139,8 @@ def worker_handler(event: dict[str, Any], context: Any, env: Mapping[str, str] |
         try:
             _within_time(str(record["body"]), worker_deps, context)
         except Exception as exc:  # this record returns to the queue; the others go on
-            if not isinstance(exc, AccountFailed):
+            if not isinstance(exc, AccountFailed):  # (an AccountFailed was counted by the worker)
+                observability.count(observability.ACCOUNTS_FAILED)
                 logger.warning("billing work message failed", extra={"message_id": record_id,
                                                                      "error_type": type(exc).__name__})
             failures.append(record_id)
@@ -180,6 +181,7 @@ def handle_batch(event: dict[str, Any], deps: WorkerDeps, context: Any) -> dict[
                                extra={"error_type": type(exc).__name__, "accounts": len(parsed)})
                 results = []
                 failures += [record_id for record_id, _ in parsed]
+                observability.count(observability.ACCOUNTS_FAILED, len(parsed))
         for (record_id, message), result in zip(parsed, results, strict=False):
             try:
                 report_result(message, result)
@@ -191,6 +193,7 @@ def handle_batch(event: dict[str, Any], deps: WorkerDeps, context: Any) -> dict[
 def planner_handler(event: dict[str, Any], context: Any, env: Mapping[str, str] | None = None, *, sqs: Any = None,
                     whmcs: Any = None, ledger: Ledger | None = None, accounts: Any = None) -> dict[str, Any]:
     """``env`` is not read (kept for the entry points' signature): everything comes from the settings.
+    ``{"mode": "check", ...}`` is the month-end deadline check (``planner.check_month_end``), not a run.
 
     Runs inside the function's remaining time less ``PLANNER_MARGIN_SECONDS``: a plan that cannot finish
     gives its lease up and raises (``PlanningOutOfTime``), so Lambda's retry of the invocation resumes it.
@@ -209,6 +212,11 @@ def _plan_within_time(event: dict[str, Any], *, sqs: Any, whmcs: Any, ledger: Le
 
     settings = get_settings()
     settings.require("WORK_QUEUE_URL")
+    if isinstance(event, Mapping) and event.get("mode") == CHECK:
+        # The month-end deadline check: reads the run record and the queue's depth, plans nothing.
+        check = check_month_end(event, ledger=ledger or Ledger.from_settings(settings),
+                                queue_depth=sqs_queue_depth(sqs or boto3.client("sqs"), settings.WORK_QUEUE_URL))
+        return check.to_dict()
     answer = lambda_trigger(
         event,
         ledger=ledger or Ledger.from_settings(settings),

@@ -12,18 +12,22 @@
   ``PLANNER_MARGIN_SECONDS``): the WHMCS reads draw from it, and no page is sent once it has run out.
   A planner out of time raises ``PlanningOutOfTime`` after giving its lease up, like any failed
   planner, so the retry of the invocation (or the next trigger of the same run) resumes the plan.
+* The month-end deadline check (``mode: "check"``, a schedule ``MonthEndDeadlineMinutes`` after the
+  cut-off): is the month's bill run planned and its work queue drained? It emits ``MonthEndUnfinished``
+  (1 or 0), which the template alarms on; it plans nothing (``check_month_end``).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from cswhmcs import deadline
+from cswhmcs import deadline, observability
 from cswhmcs.billing.currency import CurrencyTable
 from cswhmcs.billing.ledger import Ledger
 from cswhmcs.billing.messages import BILL, CLOSE, COLLECT, KINDS, Account, RunContext, WorkMessage
@@ -258,8 +262,103 @@ class SqsSink:
 def lambda_trigger(event: Mapping[str, Any], *, ledger: Ledger, accounts: Any, whmcs: Any, sqs: Any,
                    queue_url: str, options: BillingOptions | None = None) -> dict[str, Any]:
     trigger = parse_trigger(event)
+    started = time.monotonic()
     sink = SqsSink(sqs, queue_url)
     result = plan_run(trigger, ledger=ledger, accounts=accounts, whmcs=whmcs, sink=sink, options=options)
+    if not result.skipped:
+        # The planner's part of the run (the workers' part: LinesBilled, AccountsFailed, ...).
+        observability.measure(observability.RUN_DURATION_SECONDS, time.monotonic() - started)
     return {"run": trigger.run_id, "accounts": result.accounts, "skipped": result.skipped,
             "planned_at": datetime.now(UTC).isoformat(timespec="seconds")}
 
+
+
+# ---------------------------------------------------------------------- the month-end deadline check
+
+CHECK = "check"  # not a run kind: the schedule that checks the month-end run finished in time
+DEFAULT_DEADLINE_MINUTES = 240
+MAX_DEADLINE_MINUTES = 1440
+QUEUE_DEPTH_ATTRIBUTES = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                          "ApproximateNumberOfMessagesDelayed")
+
+
+@dataclass
+class MonthEndCheck:
+    run_id: str
+    cut_off: datetime
+    finished: bool
+    reason: str  # finished | not-started | planning | queued
+    accounts: int = 0  # planned
+    queued: int = 0  # work messages still in the queue (waiting, being worked or delayed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": CHECK, "run": self.run_id, "cut_off": iso(self.cut_off), "finished": self.finished,
+                "reason": self.reason, "accounts": self.accounts, "queued": self.queued}
+
+
+def check_cut_off(event: Mapping[str, Any]) -> datetime:
+    """The month-end cut-off a check is about: its ``scheduled_time`` less ``deadline_minutes``, counted on
+    the schedule zone's clock (``timezone``), so that a daylight-saving change in between still finds the
+    23:00 run."""
+    if not isinstance(event, Mapping):
+        raise InvalidInput("The billing trigger is not a JSON object.", field="event")
+    raw = event.get("scheduled_time") or event.get("time")
+    if not raw:
+        raise InvalidInput("The month-end check has no scheduled_time.", field="scheduled_time")
+    try:
+        at = parse_time(raw).replace(microsecond=0)
+    except ValueError:
+        raise InvalidInput("The month-end check's scheduled_time is not a time.", field="scheduled_time") from None
+    value = event.get("deadline_minutes", DEFAULT_DEADLINE_MINUTES)
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().isdigit():
+        raise InvalidInput("deadline_minutes must be a whole number of minutes.", field="deadline_minutes")
+    minutes = int(value)
+    if not 1 <= minutes <= MAX_DEADLINE_MINUTES:
+        raise InvalidInput(f"deadline_minutes must be between 1 and {MAX_DEADLINE_MINUTES}.",
+                           field="deadline_minutes")
+    zone = zone_or_none(str(event.get("timezone") or ""))
+    if zone is None:
+        return at - timedelta(minutes=minutes)
+    wall = at.astimezone(zone).replace(tzinfo=None) - timedelta(minutes=minutes)
+    return wall.replace(tzinfo=zone).astimezone(UTC)
+
+
+def _run_record(ledger: Ledger, run_id: str) -> dict[str, Any]:
+    item: dict[str, Any] = ledger.table.get_item(Key={"pk": f"run#{run_id}", "sk": "run"},
+                                                 ConsistentRead=True).get("Item") or {}
+    return item
+
+
+def check_month_end(event: Mapping[str, Any], *, ledger: Ledger, queue_depth: Callable[[], int]) -> MonthEndCheck:
+    """Has the month-end run of this check's cut-off finished? Finished = its run record is planned (every
+    account has its work message) and the work queue holds no message any more (every account worked;
+    one that failed 5 times is in the dead-letter queue, alarmed by itself). Emits ``MonthEndUnfinished``
+    (1 unfinished, else 0) and logs an unfinished run as an error."""
+    cut_off = check_cut_off(event)
+    run_id = Trigger(kind=BILL, as_of=cut_off).run_id
+    record = _run_record(ledger, run_id)
+    accounts = int(record.get("accounts", 0) or 0)
+    if not record:
+        check = MonthEndCheck(run_id, cut_off, False, "not-started")
+    elif record.get("status") != "planned":
+        check = MonthEndCheck(run_id, cut_off, False, "planning", accounts)
+    else:
+        queued = queue_depth()
+        check = MonthEndCheck(run_id, cut_off, queued == 0, "finished" if queued == 0 else "queued", accounts, queued)
+    observability.count(observability.MONTH_END_UNFINISHED, 0 if check.finished else 1)
+    if check.finished:
+        logger.info("month-end billing run finished in time", extra=check.to_dict())
+    else:
+        logger.error("month-end billing run not finished by its deadline (see docs/billing.md)", extra=check.to_dict())
+    return check
+
+
+def sqs_queue_depth(sqs: Any, queue_url: str) -> Callable[[], int]:
+    """The messages of the queue waiting, being worked and delayed (SQS GetQueueAttributes, approximate)."""
+
+    def depth() -> int:
+        answer = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=list(QUEUE_DEPTH_ATTRIBUTES))
+        attributes = answer.get("Attributes") or {}
+        return sum(int(attributes.get(name, 0) or 0) for name in QUEUE_DEPTH_ATTRIBUTES)
+
+    return depth

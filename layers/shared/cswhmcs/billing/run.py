@@ -16,6 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from cswhmcs import observability
 from cswhmcs.billing.ledger import Ledger
 from cswhmcs.billing.messages import BILL, CLOSE, WorkMessage
 from cswhmcs.billing.options import BillingOptions
@@ -277,6 +278,8 @@ def run_billing(*, as_of: datetime, ledger: Ledger, accounts: Any, deps: WorkerD
     summary.receiver_requests = _count(deps.receiver) - rc0
     summary.whmcs_requests = _count(deps.whmcs) - wh0 + summary.receiver_requests
     summary.used_receiver = deps.receiver is not None and not dry_run
+    if not dry_run and not summary.skipped:
+        observability.measure(observability.RUN_DURATION_SECONDS, summary.elapsed)
     return summary
 
 

@@ -39,9 +39,8 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from cswhmcs import deadline
+from cswhmcs import deadline, observability, ports
 from cswhmcs.adapters.retry import MIN_ATTEMPT_SECONDS, OutOfTime, attempt_seconds
-from cswhmcs.adapters.whmcs import WhmcsApiError
 from cswhmcs.billing.currency import CurrencyTable, conversion_note
 from cswhmcs.billing.grouping import (
     ATTENTION,
@@ -72,6 +71,7 @@ from cswhmcs.errors import (
     DomainError,
     NotFound,
     RateLimited,
+    UpstreamApiError,
     UpstreamAuthFailed,
     UpstreamError,
     UpstreamTimeout,
@@ -109,8 +109,8 @@ def _no_fault(point: str) -> None:
 
 @dataclass
 class WorkerDeps:
-    cs: Any  # ComputeStacksClient: iter_billing_usages, get_user
-    whmcs: Any  # WhmcsClient: get_client, get_currencies, add_billable_item
+    cs: ports.ComputeStacksUsage
+    whmcs: ports.WhmcsBilling
     ledger: Ledger
     billing_start: datetime | None = None
     due_day: int = 1
@@ -243,7 +243,7 @@ AMBIGUOUS_STATUSES = frozenset({502, 504, 520, 521, 522, 523, 524})
 
 
 def ambiguous_answer(exc: UpstreamError) -> bool:
-    if isinstance(exc, WhmcsApiError | UpstreamAuthFailed):
+    if isinstance(exc, UpstreamApiError | UpstreamAuthFailed):
         return False  # WHMCS (or its auth layer) answered clearly: nothing was created
     status = exc.http_status
     return status is None or 200 <= status < 300 or status in AMBIGUOUS_STATUSES
@@ -636,8 +636,34 @@ def process_account(message: WorkMessage, deps: WorkerDeps, *, dry_run: bool = F
     """One account. With a receiver (and not a preview) it goes the receiver's way, so that no caller
     mixes the two paths: a line that may have reached the receiver is never sent by AddBillableItem."""
     if deps.receiver is not None and not dry_run:
-        return _ReceiverBatch(deps, [message]).process()[0]
-    return AccountWorker(deps, message, dry_run=dry_run).process()
+        return observe_results(_ReceiverBatch(deps, [message]).process())[0]
+    result = AccountWorker(deps, message, dry_run=dry_run).process()
+    return result if dry_run else observe_results([result])[0]
+
+
+def observe_results(results: list[AccountResult]) -> list[AccountResult]:
+    """Count what these accounts did (``cswhmcs.observability``): ``LinesBilled`` and ``AmountBilled`` (per
+    currency) for the billable items created, ``LinesNeedingAttention``, and ``AccountsFailed`` for the
+    accounts not finished. A preview is never counted."""
+    billed: dict[str, Decimal] = {}
+    lines = attention = failed = 0
+    for result in results:
+        failed += bool(result.error)
+        for outcome in result.lines:
+            if outcome.status == "created":
+                lines += 1
+                billed[outcome.currency] = billed.get(outcome.currency, Decimal(0)) + outcome.amount
+            elif outcome.status == "attention":
+                attention += 1
+    if lines:
+        observability.count(observability.LINES_BILLED, lines)
+    for currency, amount in billed.items():
+        observability.add_amount(observability.AMOUNT_BILLED, float(amount), currency=currency or "unknown")
+    if attention:
+        observability.count(observability.LINES_NEEDING_ATTENTION, attention)
+    if failed:
+        observability.count(observability.ACCOUNTS_FAILED, failed)
+    return results
 
 
 
@@ -1054,4 +1080,4 @@ def process_accounts(messages: Sequence[WorkMessage], deps: WorkerDeps) -> list[
     about one WHMCS request per ~50 lines instead of one per line plus one per account."""
     if deps.receiver is None:
         return [process_account(m, deps) for m in messages]
-    return _ReceiverBatch(deps, messages).process()
+    return observe_results(_ReceiverBatch(deps, messages).process())

@@ -23,7 +23,7 @@ from cswhmcs.local.template import ApiRoute, Template, ensure_tables
 DEFAULT_TABLE_NAMES = {
     "ACCOUNTS_TABLE": "cswhmcs-accounts",
     "LEDGER_TABLE": "cswhmcs-ledger",
-    "IDEMPOTENCY_TABLE": "cswhmcs-idempotency",
+    "REPLAY_TABLE": "cswhmcs-replay",
 }
 MAX_REQUEST = 10 * 1024 * 1024  # API Gateway's own payload limit
 

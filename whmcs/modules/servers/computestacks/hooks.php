@@ -34,6 +34,19 @@ require_once __DIR__ . '/lib/Client.php';
 
 if (!function_exists('computestacks_handle_order_paid')) {
     /**
+     * WHMCS's activity log, where there is one (the hooks' real log_activity).
+     *
+     * @param string $message
+     * @param int $clientId
+     */
+    function computestacks_hook_whmcs_log_activity($message, $clientId)
+    {
+        if (function_exists('logActivity')) {
+            logActivity($message, $clientId);
+        }
+    }
+
+    /**
      * The real WHMCS lookups; the test driver replaces any of them.
      *
      * @return array<string, callable>
@@ -48,11 +61,7 @@ if (!function_exists('computestacks_handle_order_paid')) {
                 return \CSWhmcs\Client::fromParams($serverParams)
                     ->call('OrderPaid', '/v1/hooks/order-paid', $payload, $until);
             },
-            'log_activity' => function ($message, $clientId) {
-                if (function_exists('logActivity')) {
-                    logActivity($message, $clientId);
-                }
-            },
+            'log_activity' => 'computestacks_hook_whmcs_log_activity',
         );
     }
 
@@ -213,6 +222,75 @@ if (!function_exists('computestacks_handle_order_paid')) {
     }
 
     /**
+     * The ComputeStacks server of one WHMCS service of a hook, reading each product once.
+     *
+     * @param array $service a service row: serviceid, pid, serverid
+     * @param array $products the product rows read so far, by product id (filled in as it goes)
+     * @param array $deps the hook's lookups: product, server_params
+     * @param callable $fail told why, when the service cannot be read or has no server
+     * @return array|null [server params, product row]; null when the service is not ComputeStacks' or failed
+     */
+    function computestacks_hook_service_server(array $service, array &$products, array $deps, $fail)
+    {
+        $serviceId = (int) $service['serviceid'];
+        $pid = (int) $service['pid'];
+        try {
+            if (!array_key_exists($pid, $products)) {
+                $products[$pid] = call_user_func($deps['product'], $pid);
+            }
+            $product = $products[$pid];
+            if (!is_array($product) || strtolower((string) $product['module']) !== 'computestacks') {
+                return null;
+            }
+            $server = call_user_func($deps['server_params'], $serviceId, (int) $service['serverid']);
+        } catch (\Throwable $e) {
+            call_user_func($fail, 'could not read service #' . $serviceId . ': ' . $e->getMessage());
+            return null;
+        }
+        if (!is_array($server)) {
+            call_user_func($fail, 'service #' . $serviceId . ' has no ComputeStacks server assigned.');
+            return null;
+        }
+        return array($server, $product);
+    }
+
+    /**
+     * Records a hook's message in the WHMCS activity log; a failing log never stops the hook.
+     *
+     * @param array $deps the hook's lookups: log_activity
+     * @param string $text
+     * @param int $clientId
+     */
+    function computestacks_hook_log_activity(array $deps, $text, $clientId)
+    {
+        try {
+            call_user_func($deps['log_activity'], $text, $clientId);
+        } catch (\Throwable $ignored) {
+        }
+    }
+
+    /**
+     * Records a hook's failure in the activity log and the module log; a failing log never stops the hook.
+     *
+     * @param array $deps the hook's lookups: log_activity
+     * @param string $text the activity log line
+     * @param int $clientId
+     * @param string $action the module log action (the hook's name)
+     * @param array $request the module log request
+     * @param string $message the failure
+     */
+    function computestacks_hook_log_failure(array $deps, $text, $clientId, $action, array $request, $message)
+    {
+        computestacks_hook_log_activity($deps, $text, $clientId);
+        if (function_exists('logModuleCall')) {
+            try {
+                logModuleCall('computestacks', $action, $request, $message, array(), array());
+            } catch (\Throwable $ignored) {
+            }
+        }
+    }
+
+    /**
      * Builds the order's ComputeStacks lines and posts them to the backend of their server.
      *
      * @param array $vars the OrderPaid hook variables: orderId, invoiceId, userId
@@ -233,16 +311,7 @@ if (!function_exists('computestacks_handle_order_paid')) {
         $fail = function ($message) use (&$summary, $deps, $clientId, $orderId) {
             $summary['errors'][] = $message;
             $text = 'ComputeStacks: order #' . $orderId . ' deposit credit failed: ' . $message;
-            try {
-                call_user_func($deps['log_activity'], $text, $clientId);
-            } catch (\Throwable $ignored) {
-            }
-            if (function_exists('logModuleCall')) {
-                try {
-                    logModuleCall('computestacks', 'OrderPaid', array('orderId' => $orderId), $message, array(), array());
-                } catch (\Throwable $ignored) {
-                }
-            }
+            computestacks_hook_log_failure($deps, $text, $clientId, 'OrderPaid', array('orderId' => $orderId), $message);
         };
 
         if ($orderId <= 0 || $clientId <= 0) {
@@ -260,25 +329,12 @@ if (!function_exists('computestacks_handle_order_paid')) {
         $products = array();
         $groups = array();
         foreach ((array) $services as $service) {
+            $found = computestacks_hook_service_server($service, $products, $deps, $fail);
+            if ($found === null) {
+                continue;
+            }
+            list($server, $product) = $found;
             $serviceId = (int) $service['serviceid'];
-            $pid = (int) $service['pid'];
-            try {
-                if (!array_key_exists($pid, $products)) {
-                    $products[$pid] = call_user_func($deps['product'], $pid);
-                }
-                $product = $products[$pid];
-                if (!is_array($product) || strtolower((string) $product['module']) !== 'computestacks') {
-                    continue;
-                }
-                $server = call_user_func($deps['server_params'], $serviceId, (int) $service['serverid']);
-            } catch (\Throwable $e) {
-                $fail('could not read service #' . $serviceId . ': ' . $e->getMessage());
-                continue;
-            }
-            if (!is_array($server)) {
-                $fail('service #' . $serviceId . ' has no ComputeStacks server assigned.');
-                continue;
-            }
             // One request per backend: it credits an order at most once, so every line must travel together.
             $key = computestacks_backend_key($server);
             if (!isset($groups[$key])) {
@@ -304,15 +360,12 @@ if (!function_exists('computestacks_handle_order_paid')) {
             $currency = isset($response['currency']) && is_scalar($response['currency']) ? (string) $response['currency'] : '';
             $summary['posted'][] = array('payload' => $payload, 'credited' => $credited, 'currency' => $currency);
             if ($credited !== '' && (float) $credited > 0) {
-                try {
-                    call_user_func(
-                        $deps['log_activity'],
-                        // The backend answers a repeated hook the same way, so this states the total, not news.
-                        'ComputeStacks: order #' . $orderId . ' deposit credit is ' . trim($credited . ' ' . $currency) . '.',
-                        $clientId
-                    );
-                } catch (\Throwable $ignored) {
-                }
+                // The backend answers a repeated hook the same way, so this states the total, not news.
+                computestacks_hook_log_activity(
+                    $deps,
+                    'ComputeStacks: order #' . $orderId . ' deposit credit is ' . trim($credited . ' ' . $currency) . '.',
+                    $clientId
+                );
             }
         }
         return $summary;
@@ -336,11 +389,7 @@ if (!function_exists('computestacks_handle_invoice_paid')) {
                 return \CSWhmcs\Client::fromParams($serverParams)
                     ->call('InvoicePaid', '/v1/hooks/invoice-paid', $payload, $until);
             },
-            'log_activity' => function ($message, $clientId) {
-                if (function_exists('logActivity')) {
-                    logActivity($message, $clientId);
-                }
-            },
+            'log_activity' => 'computestacks_hook_whmcs_log_activity',
         );
     }
 
@@ -382,16 +431,7 @@ if (!function_exists('computestacks_handle_invoice_paid')) {
             $summary['errors'][] = $message;
             $text = 'ComputeStacks: invoice #' . $invoiceId . ' was paid, but lifting an overdue-usage suspension '
                 . 'failed: ' . $message;
-            try {
-                call_user_func($deps['log_activity'], $text, $clientId);
-            } catch (\Throwable $ignored) {
-            }
-            if (function_exists('logModuleCall')) {
-                try {
-                    logModuleCall('computestacks', 'InvoicePaid', array('invoiceid' => $invoiceId), $message, array(), array());
-                } catch (\Throwable $ignored) {
-                }
-            }
+            computestacks_hook_log_failure($deps, $text, $clientId, 'InvoicePaid', array('invoiceid' => $invoiceId), $message);
         };
 
         if ($invoiceId <= 0) {
@@ -424,25 +464,12 @@ if (!function_exists('computestacks_handle_invoice_paid')) {
                 || strcasecmp((string) $service['status'], 'Suspended') !== 0) {
                 continue;
             }
+            $found = computestacks_hook_service_server($service, $products, $deps, $fail);
+            if ($found === null) {
+                continue;
+            }
+            list($server, $product) = $found;
             $serviceId = (int) $service['serviceid'];
-            $pid = (int) $service['pid'];
-            try {
-                if (!array_key_exists($pid, $products)) {
-                    $products[$pid] = call_user_func($deps['product'], $pid);
-                }
-                $product = $products[$pid];
-                if (!is_array($product) || strtolower((string) $product['module']) !== 'computestacks') {
-                    continue;
-                }
-                $server = call_user_func($deps['server_params'], $serviceId, (int) $service['serverid']);
-            } catch (\Throwable $e) {
-                $fail('could not read service #' . $serviceId . ': ' . $e->getMessage());
-                continue;
-            }
-            if (!is_array($server)) {
-                $fail('service #' . $serviceId . ' has no ComputeStacks server assigned.');
-                continue;
-            }
             $key = computestacks_backend_key($server);
             if (!isset($groups[$key])) {
                 $groups[$key] = array('server' => $server, 'serviceids' => array());
@@ -478,15 +505,12 @@ if (!function_exists('computestacks_handle_invoice_paid')) {
             $summary['posted'][] = array('payload' => $payload, 'serviceids' => $group['serviceids'],
                 'unsuspended' => $lifted);
             if ($lifted) {
-                try {
-                    call_user_func(
-                        $deps['log_activity'],
-                        'ComputeStacks: invoice #' . $invoiceId . ' paid: the overdue-usage suspension of service #'
-                            . implode(', #', $lifted) . ' was lifted.',
-                        $clientId
-                    );
-                } catch (\Throwable $ignored) {
-                }
+                computestacks_hook_log_activity(
+                    $deps,
+                    'ComputeStacks: invoice #' . $invoiceId . ' paid: the overdue-usage suspension of service #'
+                        . implode(', #', $lifted) . ' was lifted.',
+                    $clientId
+                );
             }
         }
         return $summary;

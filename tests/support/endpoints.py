@@ -1,0 +1,84 @@
+"""Endpoints that hang, for the AWS timeout tests: ``Silent`` accepts connections and never answers."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Self
+
+from cswhmcs.config import Settings
+
+
+class LoopbackListener:
+    """A loopback TCP endpoint whose thread accepts connections while the ``with`` block lasts and hands
+    each to ``_accepted``; ``_closing`` runs once that thread has stopped, before the socket is closed."""
+
+    join_seconds = 5.0
+
+    def __init__(self, accept_timeout: float) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(accept_timeout)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            self._accepted(conn)
+
+    def _accepted(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def _closing(self) -> None:
+        return
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(self.join_seconds)
+        self._closing()
+        self._sock.close()
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port bound (so nobody else takes it) but never listening: connections to it are refused."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+class Silent(LoopbackListener):
+    """A loopback endpoint that accepts connections and never answers (a hanging AWS endpoint)."""
+
+    join_seconds = 2.0
+
+    def __init__(self) -> None:
+        super().__init__(accept_timeout=0.1)
+        self.accepted = 0
+        self._held: list[socket.socket] = []
+
+    def _accepted(self, conn: socket.socket) -> None:
+        self.accepted += 1
+        self._held.append(conn)
+
+    def _closing(self) -> None:
+        for conn in self._held:
+            conn.close()
+
+
+def settings(endpoint: str) -> Settings:
+    """Settings whose DynamoDB is ``endpoint``."""
+    return Settings.model_validate({"AWS_ENDPOINT_URL_DYNAMODB": endpoint, "ACCOUNTS_TABLE": "accounts"})
