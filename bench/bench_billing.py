@@ -74,6 +74,7 @@ from bench.simulation import (  # noqa: E402
     SimParams,
     peak_in_window,
     print_close_simulated,
+    print_table,
     run_close_simulations,
     run_simulations,
     simulate,
@@ -544,18 +545,17 @@ def print_baseline(size: dict[str, Any]) -> None:
 
 
 def print_simulated(rows: list[tuple[str, dict[str, Any]]]) -> None:
-    print("\nSimulation: 100,000 accounts, month-end after the cut-off (50 ms latencies), today's design")
-    head = (f"{'scenario':<50} {'CS_RATE_LIMIT':>13} {'C':>3} {'CS req':>8} {'after cut-off':>13} {'bound':>9} "
-            f"{'ratio':>6} {'peak CS/300s':>14} {'WHMCS peak/s':>12}")
-    print(head)
-    print("-" * len(head))
-    for name, r in rows:
-        print(f"{name:<50} {r['cs_limit']:>13,} {r['workers']:>3} {r['cs_requests']:>8} "
-              f"{hms(r['time_after_cutoff']):>13} {hms(r['bound']):>9} {r['ratio']:>6.3f} "
-              f"{r['peak_cs_window']:>6}/{r['cs_limit']:<7,} {r['peak_whmcs_per_s']:>12}")
-    print("  bound = the largest of CS requests / 80 % of CS_RATE_LIMIT per 300 s, WHMCS requests / 30 per s and "
-          "latency x requests / C;\n  every account is read once after the cut-off (the daily collection read the "
-          "month so far).")
+    print_table(
+        "\nSimulation: 100,000 accounts, month-end after the cut-off (50 ms latencies), today's design",
+        f"{'scenario':<50} {'CS_RATE_LIMIT':>13} {'C':>3} {'CS req':>8} {'after cut-off':>13} {'bound':>9} "
+        f"{'ratio':>6} {'peak CS/300s':>14} {'WHMCS peak/s':>12}",
+        (f"{name:<50} {r['cs_limit']:>13,} {r['workers']:>3} {r['cs_requests']:>8} "
+         f"{hms(r['time_after_cutoff']):>13} {hms(r['bound']):>9} {r['ratio']:>6.3f} "
+         f"{r['peak_cs_window']:>6}/{r['cs_limit']:<7,} {r['peak_whmcs_per_s']:>12}" for name, r in rows),
+        "  bound = the largest of CS requests / 80 % of CS_RATE_LIMIT per 300 s, WHMCS requests / 30 per s and "
+        "latency x requests / C;\n  every account is read once after the cut-off (the daily collection read the "
+        "month so far).",
+    )
 
 
 # ---------------------------------------------------------------------- figures

@@ -404,21 +404,30 @@ def run_close_simulations(cs_limit: int = CS_LIMIT) -> list[tuple[str, dict[str,
     ]
 
 
-def print_close_simulated(rows: list[tuple[str, dict[str, Any]]]) -> None:
-    """The close-run scenarios as a table (minutes after the cut-off)."""
-    print("\nSimulation: 100,000 accounts, close run from 21:20 + month-end bill run at the cut-off (23:00)")
-    head = (f"{'scenario':<58} {'CS_RATE_LIMIT':>13} {'C':>3} {'after C min':>11} {'bound min':>9} {'ratio':>6} "
-            f"{'peak/limit':>10} {'CS req':>8} {'after C':>8} {'read <C':>8} {'incompl':>7}")
+def print_table(title: str, head: str, lines: Iterable[str], note: str) -> None:
+    """A text table: its title, its header over a rule as wide, a line a row, then the note under it."""
+    print(title)
     print(head)
     print("-" * len(head))
-    for name, r in rows:
-        print(f"{name:<58} {r['cs_limit']:>13,} {r['workers']:>3} {r['time_after_cutoff'] / 60:>11.1f} "
-              f"{r['bound'] / 60:>9.1f} {r['ratio']:>6.3f} {r['peak_cs_window'] / r['cs_limit']:>10.3f} "
-              f"{r['cs_requests']:>8} {r['cs_requests_after_cutoff']:>8} {r['read_before_cutoff']:>8} "
-              f"{r['incomplete']:>7}")
-    print("  bound = the largest of: the ComputeStacks requests left after the cut-off at 80 % of CS_RATE_LIMIT "
-          "per 300 s,\n  the bill run's WHMCS requests at 30 per s, and the work after the cut-off x latency / C "
-          "(bench/simulation.py: simulate_close).")
+    for line in lines:
+        print(line)
+    print(note)
+
+
+def print_close_simulated(rows: list[tuple[str, dict[str, Any]]]) -> None:
+    """The close-run scenarios as a table (minutes after the cut-off)."""
+    print_table(
+        "\nSimulation: 100,000 accounts, close run from 21:20 + month-end bill run at the cut-off (23:00)",
+        f"{'scenario':<58} {'CS_RATE_LIMIT':>13} {'C':>3} {'after C min':>11} {'bound min':>9} {'ratio':>6} "
+        f"{'peak/limit':>10} {'CS req':>8} {'after C':>8} {'read <C':>8} {'incompl':>7}",
+        (f"{name:<58} {r['cs_limit']:>13,} {r['workers']:>3} {r['time_after_cutoff'] / 60:>11.1f} "
+         f"{r['bound'] / 60:>9.1f} {r['ratio']:>6.3f} {r['peak_cs_window'] / r['cs_limit']:>10.3f} "
+         f"{r['cs_requests']:>8} {r['cs_requests_after_cutoff']:>8} {r['read_before_cutoff']:>8} "
+         f"{r['incomplete']:>7}" for name, r in rows),
+        "  bound = the largest of: the ComputeStacks requests left after the cut-off at 80 % of CS_RATE_LIMIT "
+        "per 300 s,\n  the bill run's WHMCS requests at 30 per s, and the work after the cut-off x latency / C "
+        "(bench/simulation.py: simulate_close).",
+    )
 
 
 if __name__ == "__main__":

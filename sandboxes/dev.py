@@ -6,6 +6,10 @@ billed so the ledger has a history), and then the next steps, ready to paste int
 curl, `cswhmcs billing preview --report` (the HTML billing report), `billing run`, and where the client area's
 screenshot comes from. Ctrl-C (or SIGTERM) stops everything.
 
+The ComputeStacks sandbox's ``webhook_users`` setting points at the backend's ``/v1/hooks/cs-user`` with the
+dev token (``CS_WEBHOOK_TOKEN``, default ``dev-webhook-token``): an email changed in ComputeStacks becomes the
+WHMCS service username within seconds (a printed step shows it).
+
 With MariaDB and php installed it also runs the module's billing receiver (API.md section 8) the way the
 tests do: a throwaway MariaDB holds the WHMCS tables, the WHMCS sandbox keeps its clients, currencies and
 billable items there, and the real `billing.php` is served by `php -S` on the same database with the dev
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from sandboxes.whmcsdb import WhmcsDatabase
 
 DEV_SIGNING_SECRET = "dev-signing-secret"  # noqa: S105 - documented local-only secret
+DEV_WEBHOOK_TOKEN = "dev-webhook-token"  # noqa: S105 - documented local-only token (events/cs_user_hook.json)
 ROOT = Path(__file__).resolve().parent.parent
 STEP = "  $ "  # a line to paste (the demo test runs every one of them)
 
@@ -249,7 +254,7 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
     receiver = None if args.no_receiver else start_receiver(signing_secret, stack, args.receiver_port)
     whmcs = WhmcsSandbox(port=args.whmcs_port, db=receiver.db if receiver else None).start()
     stack.callback(whmcs.stop)
-    seed_cs(cs)
+    cs_seed = seed_cs(cs)
     whmcs_seed = seed_whmcs(whmcs)
     now = datetime.now(UTC)
     demo = [DemoAccount(1, 1, "jane.doe1-1@demo.computestacks.test", "USD"),
@@ -269,6 +274,7 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
         "CS_API_URL": cs.url, "CS_API_KEY": cs.api_key, "CS_API_SECRET": cs.api_secret,
         "WHMCS_API_URL": whmcs.url, "WHMCS_API_IDENTIFIER": whmcs.identifier, "WHMCS_API_SECRET": whmcs.secret,
         "SIGNING_SECRET": signing_secret,
+        "CS_WEBHOOK_TOKEN": os.environ.get("CS_WEBHOOK_TOKEN") or DEV_WEBHOOK_TOKEN,
     }
     if receiver is not None:
         env["WHMCS_RECEIVER_URL"] = receiver.server.url
@@ -286,6 +292,8 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
     prepare_environment(template)
     server = LocalServer("127.0.0.1", args.port, template).start()
     stack.callback(server.stop)
+    # ComputeStacks' webhook_users setting: a user's change is posted to the backend (API.md section 3).
+    cs.webhook_users_url = webhook_users_url(server.port, env["CS_WEBHOOK_TOKEN"])
     linked = link_accounts(server.url, signing_secret.split(",")[0].strip(), demo)
     history = bill_history(cutoff_before(month_start(now, 1)))
     env_file = write_env_file(env, Path(args.env_file), unset=() if receiver else ("WHMCS_RECEIVER_URL",))
@@ -293,7 +301,8 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
                  whmcs_url=whmcs.url, ddb=endpoint, receiver=receiver), flush=True)
     print(seeded(demo, linked, history), flush=True)
     print(next_steps(server_url=server.url, secret=signing_secret.split(",")[0].strip(), env_file=env_file,
-                     as_of=cutoff_before(month_start(now)), demo=demo, receiver=receiver), flush=True)
+                     as_of=cutoff_before(month_start(now)), demo=demo, receiver=receiver,
+                     cs_user_id=int(cs_seed["users"][0]["id"])), flush=True)
     print("\nCtrl-C stops everything.", flush=True)
 
     stop = False
@@ -307,6 +316,13 @@ def _run(args: argparse.Namespace, stack: ExitStack) -> int:
     while not stop:
         time.sleep(0.2)
     return 0
+
+
+def webhook_users_url(port: int, token: str) -> str:
+    """The ComputeStacks sandbox's ``webhook_users`` setting: the backend's users webhook with its token."""
+    from urllib.parse import quote
+
+    return f"http://127.0.0.1:{port}/v1/hooks/cs-user?token={quote(token, safe='')}"
 
 
 def _stop_when_started(starting: Any) -> None:
@@ -331,7 +347,8 @@ ComputeStacks integration for WHMCS, running locally:
   API (cswhmcs serve)      {server_url}   signing secret: {secret}
   ComputeStacks sandbox    {cs_url}/api/
   WHMCS sandbox            {whmcs_url}{receiver_lines}
-  DynamoDB Local           {ddb}"""
+  DynamoDB Local           {ddb}
+  Users webhook            ComputeStacks' webhook_users -> {server_url}/v1/hooks/cs-user?token=$CS_WEBHOOK_TOKEN"""
 
 
 def seeded(demo: Sequence[DemoAccount], linked: Sequence[int], history: str) -> str:
@@ -358,7 +375,7 @@ def _shell_path(path: Path) -> str:
 
 
 def next_steps(*, server_url: str, secret: str, env_file: Path, as_of: datetime, demo: Sequence[DemoAccount],
-               receiver: Receiver | None) -> str:
+               receiver: Receiver | None, cs_user_id: int | None = None) -> str:
     """The steps to paste, each on a line starting with ``STEP``. They work whenever they are pasted:
     every signature is made when the line runs (a signature is valid for 300 s)."""
     from cswhmcs.billing.usage import iso, period_of
@@ -402,7 +419,28 @@ Next steps: paste them into another shell, in {Path.cwd()}.
 4. The client area panel (clientarea.tpl with sample values, in a Bootstrap page, headless Chromium):
 {STEP}make screenshot
    It writes artifacts/clientarea.png. (The billing report's own picture, artifacts/billing-report.png, comes
-   from tests/integration/test_billing_report.py.)"""
+   from tests/integration/test_billing_report.py.){email_change(env, first, cs_user_id)}"""
+
+
+def email_change(env: str, account: DemoAccount, cs_user_id: int | None) -> str:
+    """Step 5: change the user's email in ComputeStacks (its admin API, as the UI would); ComputeStacks' users
+    webhook reaches the backend, which sets the WHMCS service username; WHMCS's GetClientsProducts shows it."""
+    if cs_user_id is None:
+        return ""
+    local, _, domain = account.username.partition("@")
+    new_email = f"{local.split('+')[0]}+renamed@{domain}"
+    patch = json.dumps({"user": {"email": new_email}}, separators=(",", ":"))
+    change = (f". {env} && curl -fsS -o /dev/null -u \"$CS_API_KEY:$CS_API_SECRET\" -X PATCH "
+              f"\"$CS_API_URL/api/admin/users/{cs_user_id}\" -H 'Content-Type: application/json' "
+              f"--data {shlex.quote(patch)} && sleep 2 && curl -sS \"$WHMCS_API_URL\" -d action=GetClientsProducts "
+              f"-d responsetype=json -d serviceid={account.service_id} --data-urlencode "
+              "\"identifier=$WHMCS_API_IDENTIFIER\" --data-urlencode \"secret=$WHMCS_API_SECRET\"; echo")
+    return f"""
+
+5. An email changed in ComputeStacks reaches WHMCS (ComputeStacks' users webhook -> /v1/hooks/cs-user): change
+   ComputeStacks user #{cs_user_id}'s email to {new_email}, then ask WHMCS for service #{account.service_id}:
+{STEP}{change}
+   Its "username" is now {new_email} (and the backend's mapping holds it too)."""
 
 
 def write_env_file(env: dict[str, str], path: Path, *, unset: tuple[str, ...] = ()) -> Path:

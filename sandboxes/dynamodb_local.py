@@ -10,8 +10,9 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
+
+from sandboxes.processes import Lifecycle, end_process, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +35,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class DynamoDBLocal:
+class DynamoDBLocal(Lifecycle):
     def __init__(self, port: int | None = None, root: Path = ROOT) -> None:
         self.port = port or free_port()
         self.root = root
@@ -54,36 +55,26 @@ class DynamoDBLocal:
              "-inMemory", "-port", str(self.port)],
             cwd=str(jar.parent), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
         import boto3
 
         client = boto3.client("dynamodb", endpoint_url=self.endpoint, region_name="us-east-1",
                               aws_access_key_id="local", aws_secret_access_key="local")  # noqa: S106
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise DynamoDBLocalUnavailable(f"DynamoDB Local exited with code {self.proc.returncode}")
+
+        def answers() -> bool:
             try:
                 client.list_tables()
-                return self
             except Exception:
-                time.sleep(0.2)
-        self.stop()
-        raise DynamoDBLocalUnavailable(f"DynamoDB Local did not answer within {timeout:.0f} s")
+                return False
+            return True
+
+        wait_ready(self.proc, timeout, answers, interval=0.2, stop=self.stop,
+                   exited=lambda code: DynamoDBLocalUnavailable(f"DynamoDB Local exited with code {code}"),
+                   timed_out=lambda: DynamoDBLocalUnavailable(f"DynamoDB Local did not answer within {timeout:.0f} s"))
+        return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        end_process(self.proc)
         self.proc = None
-
-    def __enter__(self) -> DynamoDBLocal:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from sandboxes.processes import Lifecycle, end_process, wait_ready
 
 INSTALL_HINT = "apt-get install mariadb-server php-mysql"
 # A unix socket path longer than this is refused by the kernel (sun_path is 108 bytes including the NUL).
@@ -69,7 +68,7 @@ def available() -> bool:
     return True
 
 
-class MariaDB:
+class MariaDB(Lifecycle):
     """One private MariaDB server. `start()` installs a fresh datadir and waits until it accepts connections;
     `stop()` ends it by its pid (TERM, then KILL after 10 s) and removes its directory."""
 
@@ -111,44 +110,35 @@ class MariaDB:
             start_new_session=True,
         )
         self.pid = self._proc.pid
-        deadline = time.monotonic() + timeout
         last_error = ""
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise MariaDBUnavailable(f"mariadbd exited with code {self._proc.returncode}: {self._log_tail()}")
-            if Path(self.socket).exists():
-                try:
-                    self._connect().close()
-                    return self
-                except Exception as exc:  # not ready yet
-                    last_error = str(exc)
-            time.sleep(0.05)
-        self.stop()
-        raise MariaDBUnavailable(f"mariadbd did not accept connections within {timeout:.0f} s ({last_error})")
+
+        def accepts() -> bool:
+            nonlocal last_error
+            if not Path(self.socket).exists():
+                return False
+            try:
+                self._connect().close()
+            except Exception as exc:  # not ready yet
+                last_error = str(exc)
+                return False
+            return True
+
+        wait_ready(
+            self._proc, timeout, accepts, interval=0.05, stop=self.stop,
+            exited=lambda code: MariaDBUnavailable(f"mariadbd exited with code {code}: {self._log_tail()}"),
+            timed_out=lambda: MariaDBUnavailable(
+                f"mariadbd did not accept connections within {timeout:.0f} s ({last_error})"),
+        )
+        return self
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-            except ProcessLookupError:
-                pass
+        end_process(proc)
         self.pid = 0
         if self._own_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
         else:
             shutil.rmtree(self.datadir, ignore_errors=True)
-
-    def __enter__(self) -> MariaDB:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ databases
     def connect(self, database: str | None = None, **kwargs: Any) -> Any:
@@ -157,19 +147,18 @@ class MariaDB:
 
     def create_database(self, name: str) -> None:
         _check_name(name)
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-        finally:
-            conn.close()
+        self._execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
 
     def drop_database(self, name: str) -> None:
         _check_name(name)
+        self._execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+    def _execute(self, sql: str) -> None:
+        """One statement on a connection of its own, closed after."""
         conn = self._connect()
         try:
             with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+                cur.execute(sql)
         finally:
             conn.close()
 

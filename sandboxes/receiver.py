@@ -20,9 +20,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from sandboxes.processes import Lifecycle, end_process, wait_ready
 from sandboxes.whmcsdb import WhmcsDatabase
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-class ReceiverServer:
+class ReceiverServer(Lifecycle):
     """`php -S` serving a temp WHMCS root with the receiver; `url` is the receiver's address."""
 
     def __init__(self, db: WhmcsDatabase, *, workers: int = 4, host: str = "127.0.0.1", port: int = 0,
@@ -89,20 +89,23 @@ class ReceiverServer:
                 start_new_session=True,
             )
         self.pid = self._proc.pid
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                out = self.log_text()[-500:]
-                self.stop()
-                raise ReceiverUnavailable(f"php -S exited with code {self._proc.returncode if self._proc else '?'}: "
-                                          f"{out}")
+
+        def listens() -> bool:
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return self
+                    return True
             except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise ReceiverUnavailable(f"php -S did not listen on {self.host}:{self.port} within {timeout:.0f} s")
+                return False
+
+        def exited(code: int) -> ReceiverUnavailable:
+            out = self.log_text()[-500:]
+            self.stop()
+            return ReceiverUnavailable(f"php -S exited with code {code}: {out}")
+
+        wait_ready(self._proc, timeout, listens, interval=0.05, exited=exited, stop=self.stop,
+                   timed_out=lambda: ReceiverUnavailable(
+                       f"php -S did not listen on {self.host}:{self.port} within {timeout:.0f} s"))
+        return self
 
     def kill(self) -> None:
         """SIGKILL of the whole `php -S` process group (every worker): a crash in the middle of a request."""
@@ -116,15 +119,7 @@ class ReceiverServer:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-            except ProcessLookupError:
-                pass
+        end_process(proc, group=True, grace=5)
         if proc is not None:  # workers left behind by a killed parent
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -133,13 +128,6 @@ class ReceiverServer:
         self.pid = 0
         if self.root != Path() and self.root.exists():
             shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> ReceiverServer:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ knobs (read by init.php per request)
     def pause_after_add(self, seconds: float | None) -> None:

@@ -42,12 +42,18 @@ BODIES: dict[str, dict[str, object]] = {
     "/v1/connection/test": {"serverhostname": "127.0.0.1:3000", "serversecure": False},
     "/v1/hooks/order-paid": {"orderId": 12, "invoiceId": 34, "userId": 7,
                              "lines": [{"serviceid": 42, "apply_credit": True}]},
+    "/v1/hooks/invoice-paid": {"invoiceid": 34},
 }
+# Routes ComputeStacks calls (its webhook_users, token-authenticated, never signed): their events are written
+# by hand from what ComputeStacks sends (reference computestacks-api.md) and kept as committed.
+HAND_WRITTEN = {"/v1/hooks/cs-user"}
 
 
 def main() -> None:
     template = Template(ROOT / "template.yaml")
     for route in template.api_routes():
+        if route.path in HAND_WRITTEN:
+            continue
         body = json.dumps(BODIES[route.path], separators=(",", ":")).encode()
         headers = {"Host": "abc123.execute-api.eu-west-1.amazonaws.com", "Content-Type": "application/json",
                    "User-Agent": "WHMCS-ComputeStacks/1.0",

@@ -17,6 +17,7 @@ API_ROUTES = {
     "/v1/accounts/create", "/v1/accounts/suspend", "/v1/accounts/unsuspend", "/v1/accounts/terminate",
     "/v1/accounts/change-password", "/v1/accounts/change-package", "/v1/accounts/sso", "/v1/accounts/overview",
     "/v1/accounts/list", "/v1/user-groups", "/v1/connection/test", "/v1/hooks/order-paid",
+    "/v1/hooks/cs-user", "/v1/hooks/invoice-paid",
 }
 
 
@@ -32,7 +33,7 @@ def functions(tpl: Template) -> dict[str, Any]:
 def test_one_function_per_route_on_the_rest_api(tpl: Template) -> None:
     routes = tpl.api_routes()
     assert {r.path for r in routes} == API_ROUTES
-    assert len({r.function for r in routes}) == 12
+    assert len({r.function for r in routes}) == len(API_ROUTES)
     assert all(r.method == "POST" for r in routes)
     for r in routes:
         assert (r.code_uri / "app.py").is_file(), r.function
@@ -139,6 +140,17 @@ def test_policies_are_least_privilege(tpl: Template) -> None:
                 assert stmt["Resource"] != "*", name
                 assert "dynamodb:DeleteItem" not in actions, name
                 assert "dynamodb:Scan" not in actions or name == "BillingPlannerFunction", name
+
+
+def test_the_users_webhook_reads_and_updates_account_mappings_only(tpl: Template) -> None:
+    # Unsigned (token in the URL, checked in code): no replay records, and no new mappings, only the email updated
+    props = tpl.resources["CsUserHookFunction"]["Properties"]
+    statements = [s for p in props["Policies"] if "Statement" in p for s in p["Statement"]]
+    assert [(s["Action"], s["Resource"]) for s in statements] == [
+        (["dynamodb:GetItem", "dynamodb:UpdateItem"], {"Fn::GetAtt": ["AccountsTable", "Arn"]})]
+    assert {"Ref": "AccountFunctionsPolicy"} not in props["Policies"]
+    assert props["CodeUri"] == "functions/cs_user_hook" and props["Events"]["Api"]["Properties"]["Path"] == \
+        "/v1/hooks/cs-user"
 
 
 def test_api_functions_time_out_before_api_gateway_does(tpl: Template) -> None:
@@ -248,3 +260,25 @@ def test_samconfig_has_the_dev_and_prod_environments_the_readme_deploys_with(tpl
         stacks[env] = deploy.get("stack_name") or config[env]["global"]["parameters"]["stack_name"]
         assert f"--config-env {env}" in (ROOT / "README.md").read_text()
     assert stacks["dev"] != stacks["prod"]
+
+
+def test_overdue_suspension_is_an_optional_parameter_of_the_planner_and_the_invoice_paid_hook(tpl: Template) -> None:
+    # API.md section 9: OVERDUE_SUSPEND_DAYS, 0 = off (the collection then asks WHMCS for no invoice)
+    param = tpl.data["Parameters"]["OverdueSuspendDays"]
+    assert (param["Type"], str(param["Default"]), param["MinValue"]) == ("Number", "0", 0)
+    for name in ("BillingPlannerFunction", "InvoicePaidHookFunction"):
+        env = tpl.resources[name]["Properties"]["Environment"]["Variables"]
+        assert env["OVERDUE_SUSPEND_DAYS"] == {"Ref": "OverdueSuspendDays"}, name
+    hook = tpl.resources["InvoicePaidHookFunction"]["Properties"]
+    assert hook["LoggingConfig"] == {"LogGroup": {"Ref": "InvoicePaidHookFunctionLogGroup"}}
+    assert tpl.resources["InvoicePaidHookFunctionLogGroup"]["Properties"]["LogGroupName"] == \
+        {"Fn::Sub": "/${AWS::StackName}/InvoicePaidHookFunction"}
+    for suffix in ("ErrorsAlarm", "ThrottlesAlarm"):
+        assert tpl.resources[f"InvoicePaidHookFunction{suffix}"]["Type"] == "AWS::CloudWatch::Alarm"
+    # a failed ModuleSuspend/ModuleUnsuspend (retried by the next collection) reaches the operator
+    alarm = tpl.resources["OverdueSuspensionsFailedAlarm"]["Properties"]
+    assert alarm["MetricName"] == "OverdueSuspensionsFailed" and alarm["Namespace"] == "ComputeStacksWHMCS"
+    # the pass reads the ledger lines an invoice names in one BatchGetItem
+    planner = json.dumps(tpl.resources["BillingPlannerFunction"]["Properties"]["Policies"])
+    assert "dynamodb:BatchGetItem" in planner and "dynamodb:BatchGetItem" in json.dumps(hook["Policies"])
+

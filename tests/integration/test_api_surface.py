@@ -10,19 +10,10 @@ import pytest
 
 from cswhmcs.signing import sign_headers
 from tests.conftest import OLD_SIGNING_SECRET, LiveStack
+from tests.support.live import create_body
 
 pytestmark = pytest.mark.integration
 
-
-def create_body(serviceid: int = 42, **over: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "serviceid": serviceid, "userid": 7, "pid": 3, "username": "", "password": "Xy7pQ2mN4kLm",
-        "configoption1": "", "serverhostname": "ignored", "serversecure": False,
-        "clientsdetails": {"client_id": 7, "firstname": "Ann", "lastname": "Lee", "email": "ann@example.org",
-                           "currency": 1, "currency_code": "USD"},
-    }
-    body.update(over)
-    return body
 
 
 def test_connection_test_answers_a_signed_request(live_stack: LiveStack) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
+from cswhmcs.api import reset_deps
 from cswhmcs.contract import ROUTES, ApiError
 from tests.conftest import LiveStack
 from tests.support.live import params, seed_order
@@ -13,8 +15,8 @@ from tests.support.live import params, seed_order
 pytestmark = pytest.mark.integration
 
 
-def test_every_route_answers_in_its_declared_shape(live_stack: LiveStack) -> None:
-    # Given an account, a group, usage and a paid order
+def test_every_route_answers_in_its_declared_shape(live_stack: LiveStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given an account, a group, usage, a paid order, and the users webhook's token set
     group = live_stack.cs.add_user_group("contract")
     order = seed_order(live_stack, amounts=("5.00",))
     bodies: dict[str, dict[str, Any]] = {
@@ -25,11 +27,18 @@ def test_every_route_answers_in_its_declared_shape(live_stack: LiveStack) -> Non
         "/v1/accounts/sso": params(), "/v1/accounts/overview": params(),
         "/v1/accounts/list": {}, "/v1/user-groups": {}, "/v1/connection/test": {},
         "/v1/hooks/order-paid": order["body"],
+        "/v1/hooks/invoice-paid": {"invoiceid": order["invoiceId"]},
+        "/v1/hooks/cs-user": {"user": {"id": 1}},
     }
+    monkeypatch.setenv("CS_WEBHOOK_TOKEN", "contract-hook-token")
+    reset_deps()
     assert set(bodies) == set(ROUTES)
     for route, body in bodies.items():
         # When
-        resp = live_stack.call(route, body)
+        if ROUTES[route].auth == "token":
+            resp = httpx.post(f"{live_stack.url}{route}?token=contract-hook-token", json=body, timeout=30)
+        else:
+            resp = live_stack.call(route, body)
         # Then
         assert resp.status_code == 200, (route, resp.text)
         ROUTES[route].response.model_validate(resp.json())

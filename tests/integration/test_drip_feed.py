@@ -24,7 +24,7 @@ from cswhmcs.adapters.whmcs import WhmcsClient
 from cswhmcs.api import reset_deps
 from cswhmcs.errors import UpstreamTimeout
 from tests.conftest import LiveStack
-from tests.support.endpoints import LoopbackListener
+from tests.support.endpoints import LoopbackListener, read_request
 
 pytestmark = pytest.mark.integration
 
@@ -52,25 +52,14 @@ class DripServer(LoopbackListener):
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(0.5)
-        buffer = b""
+        pending = bytearray()
         with conn:
             while not self._stop.is_set():
                 try:
-                    while b"\r\n\r\n" not in buffer:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            return
-                        buffer += chunk
-                    head, _, rest = buffer.partition(b"\r\n\r\n")
-                    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                                   if line.lower().startswith(b"content-length:")), 0)
-                    while len(rest) < length:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            return
-                        rest += chunk
-                    buffer = rest[length:]
-                    target = head.split(b" ")[1].decode()
+                    request = read_request(conn, pending)
+                    if request is None:
+                        return
+                    target = request[0].split(b" ")[1].decode()
                     self.requests.append(target)
                     if "/fast" in target:
                         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "

@@ -18,6 +18,24 @@ def credits_for(stack: LiveStack, client_id: int) -> list[dict[str, Any]]:
     return [c for c in stack.whmcs.credits if int(c.get("clientid", c.get("client_id", 0))) == client_id]
 
 
+def deliver_at_once(stack: LiveStack, body: dict[str, Any], times: int, latency: float) -> list[Any]:
+    """``times`` deliveries of the same OrderPaid hook at once, WHMCS answering after ``latency`` s so that
+    they overlap; the answers, in the order they came."""
+    stack.whmcs.latency = latency
+    results: list[Any] = []
+
+    def deliver() -> None:
+        results.append(stack.call("/v1/hooks/order-paid", body))
+
+    threads = [threading.Thread(target=deliver) for _ in range(times)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stack.whmcs.latency = 0
+    return results
+
+
 def test_a_paid_deposit_is_credited_once_in_the_clients_currency(live_stack: LiveStack) -> None:
     # Given a paid EUR order with two ComputeStacks lines
     o = seed_order(live_stack, currency="EUR", amounts=("25.00", "10.50"))
@@ -79,18 +97,7 @@ def test_missing_order_fields_are_422_naming_the_field(live_stack: LiveStack) ->
 def test_concurrent_duplicate_deliveries_credit_once(live_stack: LiveStack) -> None:
     # Given a paid order and a slow WHMCS, so the deliveries overlap
     o = seed_order(live_stack, amounts=("40.00",))
-    live_stack.whmcs.latency = 0.2
-    results: list[Any] = []
-
-    def deliver() -> None:
-        results.append(live_stack.call("/v1/hooks/order-paid", o["body"]))
-
-    threads = [threading.Thread(target=deliver) for _ in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    live_stack.whmcs.latency = 0
+    results = deliver_at_once(live_stack, o["body"], 5, latency=0.2)
     # Then exactly one credit, and every delivery that answered 200 says 40.00
     assert len(credits_for(live_stack, o["client"]["id"])) == 1
     assert all(r.json()["credited"] == "40.00" for r in results if r.status_code == 200)
@@ -324,15 +331,7 @@ def test_concurrent_deliveries_of_an_order_settled_with_nothing_credit_once(live
     live_stack.whmcs.set_invoice_status(o["invoiceId"], "Unpaid")
     sweep(live_stack)
     live_stack.whmcs.set_invoice_status(o["invoiceId"], "Paid")
-    live_stack.whmcs.latency = 0.1
-    results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(live_stack.call("/v1/hooks/order-paid", o["body"])))
-               for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    live_stack.whmcs.latency = 0
+    results = deliver_at_once(live_stack, o["body"], 4, latency=0.1)
     assert len(credits_for(live_stack, o["client"]["id"])) == 1
     assert all(r.status_code == 200 and r.json()["credited"] == "6.00" for r in results), [r.text for r in results]
 

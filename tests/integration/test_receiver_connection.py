@@ -61,6 +61,13 @@ def connection_test(stack: LiveStack, monkeypatch: pytest.MonkeyPatch, receiver_
     return stack.call("/v1/connection/test", {})
 
 
+def failure(resp: httpx.Response, status: int) -> tuple[str, str]:
+    """A failed connection test's code and message, once its status is the one expected."""
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    return body["code"], body["message"]
+
+
 def test_a_receiver_that_answers_is_named_in_the_one_success_sentence(
         live_stack: LiveStack, receiver: ReceiverServer, receiver_db: WhmcsDatabase,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,12 +86,9 @@ def test_a_wrong_access_hash_says_to_set_it_to_the_signing_secret(
         monkeypatch: pytest.MonkeyPatch) -> None:
     receiver_db.set_servers(["an-access-hash-that-is-not-ours-9d2c"])
     resp = connection_test(live_stack, monkeypatch, receiver.url)
-    assert resp.status_code == 502, resp.text
-    body = resp.json()
-    assert body["code"] == "receiver_auth_failed"
-    assert body["message"] == (
+    assert failure(resp, 502) == ("receiver_auth_failed", (
         "ComputeStacks: OK. WHMCS: OK. WHMCS billing receiver: refused the backend's signature (set the "
-        "ComputeStacks server's Access Hash to the backend's SIGNING_SECRET)")
+        "ComputeStacks server's Access Hash to the backend's SIGNING_SECRET)"))
     assert SIGNING_SECRET not in resp.text and "an-access-hash" not in resp.text
 
 
@@ -92,31 +96,26 @@ def test_a_missing_receiver_file_says_to_upload_billing_php(
         live_stack: LiveStack, receiver: ReceiverServer, monkeypatch: pytest.MonkeyPatch) -> None:
     # The same php -S server, a file that is not there (what an older module folder gives)
     resp = connection_test(live_stack, monkeypatch, f"{receiver.base_url}/modules/servers/computestacks/nothere.php")
-    assert resp.status_code == 502, resp.text
-    body = resp.json()
-    assert body["code"] == "receiver_missing"
-    assert body["message"] == (
+    assert failure(resp, 502) == ("receiver_missing", (
         "ComputeStacks: OK. WHMCS: OK. WHMCS billing receiver: missing (404): the module files in WHMCS are "
-        "older than the backend; upload modules/servers/computestacks/billing.php")
+        "older than the backend; upload modules/servers/computestacks/billing.php"))
 
 
 def test_nothing_listening_is_unreachable(live_stack: LiveStack, closed_port: int,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"http://127.0.0.1:{closed_port}/modules/servers/computestacks/billing.php"
-    resp = connection_test(live_stack, monkeypatch, url)
-    assert resp.status_code == 504, resp.text
-    body = resp.json()
-    assert body["code"] == "receiver_unreachable"
-    assert body["message"].startswith("ComputeStacks: OK. WHMCS: OK. WHMCS billing receiver: unreachable (")
+    code, message = failure(connection_test(live_stack, monkeypatch, url), 504)
+    assert code == "receiver_unreachable"
+    assert message.startswith("ComputeStacks: OK. WHMCS: OK. WHMCS billing receiver: unreachable (")
 
 
 def test_a_receiver_failure_beside_a_failing_whmcs_is_named_with_it(
         live_stack: LiveStack, closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     # WHMCS's own API down too: the side stays the one it was before the receiver existed, the message names all
     monkeypatch.setenv("WHMCS_API_URL", f"http://127.0.0.1:{closed_port}/includes/api.php")
-    resp = connection_test(live_stack, monkeypatch, f"http://127.0.0.1:{closed_port}/billing.php")
-    assert resp.status_code == 504 and resp.json()["code"] == "whmcs_unreachable"
-    message = resp.json()["message"]
+    code, message = failure(connection_test(live_stack, monkeypatch, f"http://127.0.0.1:{closed_port}/billing.php"),
+                            504)
+    assert code == "whmcs_unreachable"
     assert message.startswith("ComputeStacks: OK. WHMCS: unreachable (") and \
         "WHMCS billing receiver: unreachable (" in message
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.endpoints import read_request
 from tests.support.php_module import (
     PHP,
     SECRET,
@@ -70,24 +71,11 @@ class Stalling:
                 return
             self.held.append(conn)
             conn.settimeout(5)
-            data = b""
             try:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                head, _, body = data.partition(b"\r\n\r\n")
-                length = next(
-                    (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                     if line.lower().startswith(b"content-length:")),
-                    0,
-                )
-                while len(body) < length:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    body += chunk
+                request = read_request(conn, bytearray())
+                if request is None:
+                    continue  # the client closed before its request was whole
+                head, body = request
                 self.requests.append(head + b"\r\n\r\n" + body)
                 if self.head:
                     conn.sendall(self.head)

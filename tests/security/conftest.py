@@ -14,11 +14,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import SIGNING_SECRET, LiveStack, Tables, scan_pages
+from tests.support import live
 
 ALL_ROUTES = ["/v1/accounts/create", "/v1/accounts/suspend", "/v1/accounts/unsuspend", "/v1/accounts/terminate",
               "/v1/accounts/change-password", "/v1/accounts/change-package", "/v1/accounts/sso",
               "/v1/accounts/overview", "/v1/accounts/list", "/v1/user-groups", "/v1/connection/test",
-              "/v1/hooks/order-paid"]
+              "/v1/hooks/order-paid", "/v1/hooks/invoice-paid"]
+# The one route authenticated by a token in its URL instead of a signature (API.md section 3).
+TOKEN_ROUTES = ["/v1/hooks/cs-user"]
 ERROR_KEYS = {"result", "message", "code"}
 
 
@@ -45,14 +48,8 @@ def seed_order(stack: LiveStack, amount: str = "25.00", currency: str = "USD") -
 
 
 def create_body(serviceid: int, **over: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "serviceid": serviceid, "userid": 7, "pid": 3, "username": "", "password": "Create-Pw-8812xq",
-        "configoption1": "", "serverhostname": "127.0.0.1", "serversecure": False,
-        "clientsdetails": {"client_id": 7, "firstname": "Ann", "lastname": "Lee", "email": "ann@example.org",
-                           "currency": 1, "currency_code": "USD"},
-    }
-    body.update(over)
-    return body
+    """The live stack's CreateAccount body with this suite's own password and a loopback server hostname."""
+    return live.create_body(serviceid, **{"password": "Create-Pw-8812xq", "serverhostname": "127.0.0.1", **over})
 
 
 _resources: dict[str, Any] = {}

@@ -27,7 +27,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import LiveStack
-from tests.security.conftest import ALL_ROUTES, Signer, link_account, seed_order
+from tests.security.capture import SecretsRegistry
+from tests.security.conftest import ALL_ROUTES, TOKEN_ROUTES, Signer, link_account, seed_order
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +68,7 @@ OPERATIONS = operations()
 
 
 def test_the_document_covers_every_route() -> None:
-    assert sorted(OPERATIONS) == sorted(ALL_ROUTES)
+    assert sorted(OPERATIONS) == sorted(ALL_ROUTES + TOKEN_ROUTES)
 
 
 @pytest.mark.parametrize("route", ALL_ROUTES, ids=[r.removeprefix("/v1/") for r in ALL_ROUTES])
@@ -95,3 +96,47 @@ def test_schema_fuzz_never_5xx_and_answers_as_documented(live_stack: LiveStack, 
     finally:
         session.close()
     assert sign.signed >= EXAMPLES // 2  # the hook really signed what was sent
+
+
+class TokenQuery(requests.auth.AuthBase):
+    """The users webhook's authentication: the ``token`` query parameter (API.md section 3)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.sent = 0
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.prepare_url(r.url, {"token": self.token})
+        self.sent += 1
+        return r
+
+
+@pytest.mark.parametrize("route", TOKEN_ROUTES, ids=[r.removeprefix("/v1/") for r in TOKEN_ROUTES])
+def test_schema_fuzz_of_the_token_route_never_5xx_and_answers_as_documented(
+        live_stack: LiveStack, route: str, monkeypatch: pytest.MonkeyPatch, secrets_registry: SecretsRegistry) -> None:
+    # Given the webhook's token set (and watched for in every log line) and a linked account (user ids the
+    # generator often picks)
+    from cswhmcs.api import reset_deps
+
+    secrets_registry.register("fuzz-hook-token-5d1e", "CS_WEBHOOK_TOKEN")
+    monkeypatch.setenv("CS_WEBHOOK_TOKEN", "fuzz-hook-token-5d1e")
+    reset_deps()
+    link_account(live_stack, 1)
+    op = OPERATIONS[route]
+    auth = TokenQuery("fuzz-hook-token-5d1e")
+    session = requests.Session()
+    strategy = op.as_strategy(GenerationMode.POSITIVE) | op.as_strategy(GenerationMode.NEGATIVE)
+
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=strategy)
+    def fuzz(case: Any) -> None:
+        response = case.call(base_url=live_stack.url, session=session, auth=auth, timeout=30)
+        assert response.status_code != 401, f"a request with the token was refused: {response.text[:300]}"
+        case.validate_response(response, checks=CHECKS)
+
+    try:
+        fuzz()
+    finally:
+        session.close()
+    assert auth.sent >= EXAMPLES // 2

@@ -1,4 +1,5 @@
-"""Endpoints that hang, for the AWS timeout tests: ``Silent`` accepts connections and never answers."""
+"""Endpoints that hang, for the timeout tests: ``Silent`` accepts connections and never answers;
+``read_request`` reads one HTTP request off a connection, for the fakes that answer slowly or not at all."""
 
 from __future__ import annotations
 
@@ -47,6 +48,28 @@ class LoopbackListener:
         self._thread.join(self.join_seconds)
         self._closing()
         self._sock.close()
+
+
+def read_request(conn: socket.socket, pending: bytearray) -> tuple[bytes, bytes] | None:
+    """One HTTP/1.x request from ``conn``, after what ``pending`` already holds: its head and its body (by
+    Content-Length), whatever came after them left in ``pending``; None when the peer closed first. A socket
+    timeout leaves what was read in ``pending``, so that a call again goes on from there."""
+    while b"\r\n\r\n" not in pending:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        pending += chunk
+    head, _, rest = bytes(pending).partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(rest) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        pending += chunk
+        rest += chunk
+    del pending[: len(head) + 4 + length]
+    return head, rest[:length]
 
 
 @contextmanager

@@ -26,6 +26,18 @@ def params(serviceid: int = 42, **over: Any) -> dict[str, Any]:
     return p
 
 
+def create_body(serviceid: int = 42, **over: Any) -> dict[str, Any]:
+    """A CreateAccount body as the module sends it: the service's parameters, its password, the client."""
+    body: dict[str, Any] = {
+        "serviceid": serviceid, "userid": 7, "pid": 3, "username": "", "password": "Xy7pQ2mN4kLm",
+        "configoption1": "", "serverhostname": "ignored", "serversecure": False,
+        "clientsdetails": {"client_id": 7, "firstname": "Ann", "lastname": "Lee", "email": "ann@example.org",
+                           "currency": 1, "currency_code": "USD"},
+    }
+    body.update(over)
+    return body
+
+
 def create(stack: LiveStack, serviceid: int = 42, **over: Any) -> dict[str, Any]:
     resp = stack.call("/v1/accounts/create", {**params(serviceid, **over), "password": over.get("password",
                                                                                                  "Xy7pQ2mN4kLm")})

@@ -57,6 +57,16 @@ def accounts(world: World, n: int, products: tuple[int, ...] = (1,), **kw: Any) 
     return out
 
 
+def lost_once(world: World, n: int, *, lose_after: int = 0,
+              lose_before: int = 0) -> tuple[FakeReceiver, list[WorkMessage], list[Any]]:
+    """``n`` accounts processed once through a receiver that loses exchanges (``lose_after``: answers,
+    ``lose_before``: requests); the receiver, the messages and the results of that first delivery."""
+    receiver = setup(world)
+    msgs = accounts(world, n)
+    receiver.lose_after, receiver.lose_before = lose_after, lose_before
+    return receiver, msgs, process_accounts(msgs, use(world, receiver))
+
+
 def open_lines(world: World, uid: int) -> list[tuple[str, int, str]]:
     return [(ln.status, ln.attempts, ln.via) for ln in world.ledger.load(uid).lines.values()]
 
@@ -118,10 +128,7 @@ def test_process_account_with_a_receiver_takes_the_receiver_path(world: World) -
 
 def test_an_answer_lost_after_the_receiver_committed_is_settled_by_the_next_delivery(world: World) -> None:
     # Given the receiver creating the items, then the answer lost
-    receiver = setup(world)
-    msgs = accounts(world, 2)
-    receiver.lose_after = 1
-    first = process_accounts(msgs, use(world, receiver))
+    receiver, msgs, first = lost_once(world, 2, lose_after=1)
 
     # Then the accounts are retried, the lines wait planned, not counted, nothing needs an operator
     assert all(r.error and "same ref" in r.error for r in first)
@@ -137,10 +144,7 @@ def test_an_answer_lost_after_the_receiver_committed_is_settled_by_the_next_deli
 
 
 def test_a_request_lost_before_it_reached_the_receiver_is_created_by_the_next_delivery(world: World) -> None:
-    receiver = setup(world)
-    msgs = accounts(world, 2)
-    receiver.lose_before = 1
-    first = process_accounts(msgs, use(world, receiver))
+    receiver, msgs, first = lost_once(world, 2, lose_before=1)
     assert all(r.error for r in first) and receiver.items == []
     assert open_lines(world, 1001) == [(PLANNED, 0, "receiver")]
 
@@ -270,10 +274,7 @@ def test_a_line_left_sending_by_the_api_path_still_needs_attention(world: World)
 
 def test_the_api_path_never_sends_a_line_that_may_have_reached_the_receiver(world: World) -> None:
     # Given a line whose receiver answer was lost, then WHMCS_RECEIVER_URL unset
-    receiver = setup(world)
-    msgs = accounts(world, 1)
-    receiver.lose_after = 1
-    process_accounts(msgs, use(world, receiver))
+    receiver, msgs, _ = lost_once(world, 1, lose_after=1)
 
     # When the API path processes it
     result = process_account(msgs[0], world.deps())

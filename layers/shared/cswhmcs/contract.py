@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from cswhmcs.accounts.sync import SyncPage
+from cswhmcs.billing.overdue import InvoicePaidParams
 from cswhmcs.models import CreateParams, OrderPaidParams, PasswordParams, ServiceParams
 
 
@@ -132,6 +133,15 @@ class Credit(_Answer):
     currency: str
 
 
+class UsernameSync(_Answer):
+    updated: bool = Field(description="true when a WHMCS service username was changed to the ComputeStacks email")
+
+
+class Unsuspended(_Answer):
+    unsuspended: list[int] = Field(description="the services whose overdue-usage suspension (made by this backend) "
+                                               "was lifted with ModuleUnsuspend; [] when nothing was due")
+
+
 class ApiError(BaseModel):
     model_config = ConfigDict(extra="forbid")
     result: Literal["error"]
@@ -145,6 +155,19 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+class WebhookUser(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: int = Field(gt=0, description="the one field the backend trusts; every other field is ignored")
+
+
+class CsUserWebhook(BaseModel):
+    """ComputeStacks' own rendering of the user (``GET /api/admin/users/:id``'s body). The backend reads the
+    user back from ComputeStacks; a body without ``user.id`` (ComputeStacks 9.3.1 posts none) is 400."""
+
+    model_config = ConfigDict(extra="allow")
+    user: WebhookUser
+
+
 @dataclass(frozen=True)
 class RouteContract:
     path: str
@@ -152,6 +175,8 @@ class RouteContract:
     request: type[BaseModel]
     response: type[BaseModel]
     statuses: tuple[int, ...]
+    # "signature": API.md section 1's headers; "token": the ``token`` query parameter (/v1/hooks/cs-user only)
+    auth: Literal["signature", "token"] = "signature"
 
 
 _ACCOUNT = (400, 401, 404, 422, 502, 504)
@@ -169,6 +194,10 @@ ROUTES: dict[str, RouteContract] = {r.path: r for r in (
     RouteContract("/v1/connection/test", "TestConnection", NoParams, ConnectionOk, (400, 401, 502, 504)),
     RouteContract("/v1/hooks/order-paid", "the OrderPaid hook", OrderPaidParams, Credit,
                   (400, 401, 409, 422, 502, 504)),
+    RouteContract("/v1/hooks/invoice-paid", "the InvoicePaid hook", InvoicePaidParams, Unsuspended,
+                  (400, 401, 422, 502, 504)),
+    RouteContract("/v1/hooks/cs-user", "ComputeStacks' webhook_users", CsUserWebhook, UsernameSync,
+                  (400, 401, 422, 502, 504), auth="token"),
 )}
 
 _STATUS_TEXT = {400: "the body is not a JSON object, or too large",
@@ -178,6 +207,9 @@ _STATUS_TEXT = {400: "the body is not a JSON object, or too large",
                 422: "a field is missing or invalid, or ComputeStacks rejected the data",
                 502: "ComputeStacks or WHMCS answered with an error",
                 504: "ComputeStacks or WHMCS did not answer in time"}
+# What differs on the token-authenticated route.
+_TOKEN_STATUS_TEXT = {400: "the body is not a JSON object, or too large, or has no user.id (code no_user_id)",
+                      401: "the token query parameter is missing or wrong, or CS_WEBHOOK_TOKEN is not set"}
 
 
 def openapi() -> dict[str, Any]:
@@ -194,17 +226,22 @@ def openapi() -> dict[str, Any]:
         {"name": "X-CSW-Signature", "in": "header", "required": True, "schema": {"type": "string"},
          "description": 'v1= + hex HMAC-SHA256(secret, "<timestamp>.<route>.<raw body>")'},
     ]
+    # The one unsigned route: ComputeStacks cannot sign its webhooks, so the X-CSW-* headers are not read there.
+    token_scheme = {"type": "apiKey", "in": "query", "name": "token",
+                    "description": "CS_WEBHOOK_TOKEN, compared in constant time (401 when missing or wrong, and "
+                                   "for every request while CS_WEBHOOK_TOKEN is unset)"}
     paths: dict[str, Any] = {}
     for r in ROUTES.values():
+        texts = {**_STATUS_TEXT, **_TOKEN_STATUS_TEXT} if r.auth == "token" else _STATUS_TEXT
         responses: dict[str, Any] = {"200": {"description": "success", "content": {
             "application/json": {"schema": {"$ref": ref(r.response.__name__)}}}}}
         for status in r.statuses:
-            responses[str(status)] = {"description": _STATUS_TEXT[status], "content": {
+            responses[str(status)] = {"description": texts[status], "content": {
                 "application/json": {"schema": {"$ref": ref("ApiError")}}}}
         paths[r.path] = {"post": {
-            "summary": f"WHMCS {r.whmcs_function}",
+            "summary": f"WHMCS {r.whmcs_function}" if r.auth == "signature" else r.whmcs_function,
             "operationId": r.path.strip("/").replace("/", "_").replace("-", "_"),
-            "parameters": signed,
+            **({"parameters": signed} if r.auth == "signature" else {"security": [{"webhookToken": []}]}),
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": {"$ref": ref(r.request.__name__)}}}},
             "responses": responses,
@@ -212,7 +249,8 @@ def openapi() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "ComputeStacks integration for WHMCS", "version": "1",
-                 "description": "The signed API the WHMCS module calls (../shared/API.md is binding)."},
+                 "description": "The signed API the WHMCS module calls, and ComputeStacks' users webhook "
+                                "(token-authenticated) (../shared/API.md is binding)."},
         "paths": paths,
-        "components": {"schemas": schemas.get("$defs", {})},
+        "components": {"schemas": schemas.get("$defs", {}), "securitySchemes": {"webhookToken": token_scheme}},
     }

@@ -134,6 +134,65 @@ class Whmcs(WhmcsBilling, Protocol):
         """Adds credit (sent at most once); the new balance."""
         ...
 
+    # The overdue-usage suspensions (billing/overdue.py, API.md section 9).
+
+    def get_invoices(self, *, status: str | None = ..., userid: int | None = ..., orderby: str | None = ...,
+                     order: str | None = ..., limitstart: int = ..., limitnum: int | None = ...
+                     ) -> tuple[list[dict[str, Any]], int]:
+        """One page of invoice rows (no items) and the total number that match."""
+        ...
+
+    def iter_invoices(self, *, status: str | None = ..., userid: int | None = ..., orderby: str | None = ...,
+                      order: str | None = ...) -> Iterator[dict[str, Any]]:
+        """Every matching invoice row, page after page (the caller may stop early)."""
+        ...
+
+    def module_suspend(self, service_id: int, reason: str, /) -> None:
+        """ModuleSuspend with ``suspendreason`` (sent at most once); ``UpstreamApiError`` when WHMCS or the
+        module refused it (nothing changed)."""
+        ...
+
+    def module_unsuspend(self, service_id: int, /) -> None:
+        """ModuleUnsuspend (sent at most once)."""
+        ...
+
+
+class OverdueLedger(Protocol):
+    """The ledger as the overdue-usage suspensions use it (``billing/overdue.py``): which invoice lines the
+    backend billed, and the record of each suspension and lift (``billing/ledger.py``)."""
+
+    def billed_lines(self, keys: Iterable[tuple[str, int]], /) -> dict[str, dict[str, Any]]:
+        """``(ref, billable id)`` pairs -> the done lines among them that carry that billable id, by ref."""
+        ...
+
+    def suspension(self, client_id: int, service_id: int, invoice_id: int, /) -> dict[str, Any] | None:
+        ...
+
+    def client_suspensions(self, client_id: int, /) -> list[dict[str, Any]]:
+        ...
+
+    def held_suspensions(self) -> Iterator[dict[str, Any]]:
+        """Every suspension this backend made and has not lifted (sparse index)."""
+        ...
+
+    def claim_suspension(self, client_id: int, service_id: int, invoice_id: int, reason: str, /) -> bool:
+        ...
+
+    def finish_suspension(self, client_id: int, service_id: int, invoice_id: int, /) -> None:
+        ...
+
+    def fail_suspension(self, client_id: int, service_id: int, invoice_id: int, error: str, /) -> None:
+        ...
+
+    def claim_lift(self, record: dict[str, Any], /) -> bool:
+        ...
+
+    def finish_lift(self, record: dict[str, Any], outcome: str, by: str, /) -> None:
+        ...
+
+    def release_lift(self, record: dict[str, Any], error: str, /) -> None:
+        ...
+
 
 class BillingReceiver(Protocol):
     """The module's billing receiver (API.md section 8): a ref creates at most one item, ever, so a send

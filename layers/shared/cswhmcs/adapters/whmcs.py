@@ -10,9 +10,9 @@ What it guarantees (docs/architecture.md, reference/whmcs-contract.md section 3)
 * Retries cannot double an effect (``cswhmcs.adapters.retry`` runs them, inside the request's
   deadline): read actions (``Get*``, ``WhmcsDetails``) are retried on timeouts, 5xx and garbage, and
   after a 429 once its ``Retry-After`` has passed (when that fits); any action is retried when the
-  connection could not even be made (nothing was sent). ``AddCredit``, ``AddBillableItem`` and
-  ``UpdateClientProduct`` are never re-sent once sent: a read timeout there raises
-  ``UpstreamTimeout(maybe_applied=True)``; a 429 raises ``RateLimited`` (nothing was applied).
+  connection could not even be made (nothing was sent). ``AddCredit``, ``AddBillableItem``,
+  ``UpdateClientProduct``, ``ModuleSuspend`` and ``ModuleUnsuspend`` are never re-sent once sent: a read
+  timeout there raises ``UpstreamTimeout(maybe_applied=True)``; a 429 raises ``RateLimited`` (nothing was applied).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -423,6 +423,35 @@ class WhmcsClient(RetryingClient):
                                    for t in _rows(data.get("transactions"), "transaction")]
         return invoice
 
+    def get_invoices(self, *, status: str | None = None, userid: int | None = None, orderby: str | None = None,
+                     order: str | None = None, limitstart: int = 0, limitnum: int | None = None
+                     ) -> tuple[list[dict[str, Any]], int]:
+        """One page of GetInvoices (no items: read them with ``get_invoice``) and ``totalresults``. Ids as
+        int, amounts as Decimal. ``status`` is a stored status or ``Overdue`` (Unpaid and past due)."""
+        wanted = {"status": status, "userid": userid, "orderby": orderby, "order": order}
+        params: dict[str, Any] = {k: v for k, v in wanted.items() if v is not None}
+        params.update(limitstart=max(0, limitstart), limitnum=limitnum or self.page_size)
+        data = self.call("GetInvoices", params, retry=True)
+        total = as_int(data.get("totalresults")) or 0
+        rows = [_coerce(r, ints=("id", "userid"),
+                        decimals=("subtotal", "credit", "tax", "tax2", "total", "taxrate", "taxrate2"))
+                for r in _rows(data.get("invoices"), "invoice")] if total else []
+        return rows, total
+
+    def iter_invoices(self, *, status: str | None = None, userid: int | None = None, orderby: str | None = None,
+                      order: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every matching invoice, page after page (``limitstart``/``limitnum``); the caller may stop early.
+        Offsets: an invoice that leaves the filter between two pages can shift one row past the next page."""
+        start = 0
+        for _ in range(100_000):  # a bound, in case WHMCS's paging fields lie
+            rows, total = self.get_invoices(status=status, userid=userid, orderby=orderby, order=order,
+                                            limitstart=start, limitnum=self.page_size)
+            yield from rows
+            following = start + len(rows)
+            if not rows or following >= total:
+                return
+            start = following
+
     def get_credits(self, client_id: int) -> list[dict[str, Any]]:
         """The client's credit log: id/relid int, amount Decimal."""
         data = self.call("GetCredits", {"clientid": client_id}, retry=True)
@@ -475,6 +504,16 @@ class WhmcsClient(RetryingClient):
             raise UpstreamTimeout("WHMCS did not report the id of the billable item it created.",
                                   upstream=UPSTREAM, maybe_applied=True)
         return billable_id
+
+    def module_suspend(self, service_id: int, reason: str) -> None:
+        """ModuleSuspend: WHMCS runs the module's SuspendAccount (our signed suspend route) synchronously,
+        then sets the service Suspended with ``reason``. Sent at most once; the module's own refusal comes
+        back as ``result: error`` (``WhmcsApiError``)."""
+        self.call("ModuleSuspend", {"serviceid": service_id, "suspendreason": reason}, retry=False)
+
+    def module_unsuspend(self, service_id: int) -> None:
+        """ModuleUnsuspend: runs the module's UnsuspendAccount, then status Active. Sent at most once."""
+        self.call("ModuleUnsuspend", {"serviceid": service_id}, retry=False)
 
     def update_client_product(self, service_id: int, **fields: Any) -> None:
         """UpdateClientProduct, e.g. ``serviceusername="ann@example.org"``. Sent at most once."""

@@ -231,6 +231,12 @@ def _plan_within_time(event: dict[str, Any], *, sqs: Any, whmcs: Any, ledger: Le
             logger.warning("open order credits not retried: the billing planner is out of time")
         else:
             sweep_open_credits(settings)
+        if deadline.current().expired():
+            logger.warning("overdue usage not checked: the billing planner is out of time")
+        else:
+            overdue = sweep_overdue(settings, event)
+            if overdue is not None:
+                answer["overdue"] = overdue
     return answer
 
 
@@ -244,3 +250,21 @@ def sweep_open_credits(settings: Any) -> None:
         retry_open_credits(Deps(settings))
     except Exception as exc:  # logged; the next day's sweep tries again
         logger.warning("open order credits could not be retried", extra={"error_type": type(exc).__name__})
+
+
+def sweep_overdue(settings: Any, event: Mapping[str, Any]) -> dict[str, Any] | None:
+    """With ``OVERDUE_SUSPEND_DAYS`` set, the daily collection suspends the services of usage invoices
+    overdue past it and lifts what is paid (``billing/overdue.py``); unset or 0, it asks WHMCS nothing.
+    A failure here never stops billing: the next day's collection looks again."""
+    from cswhmcs.api import Deps
+    from cswhmcs.billing.overdue import configured_days, run_collection_pass
+    from cswhmcs.billing.planner import parse_trigger
+
+    if configured_days(settings) <= 0:
+        return None
+    try:
+        trigger = parse_trigger(event)
+        return run_collection_pass(Deps(settings), as_of=trigger.as_of, timezone=trigger.timezone).to_dict()
+    except Exception as exc:  # logged; the next day's collection tries again
+        logger.error("overdue usage pass failed", extra={"error_type": type(exc).__name__})
+        return None

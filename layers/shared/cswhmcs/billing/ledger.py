@@ -15,6 +15,18 @@ Items (docs/billing.md, "Ledger"):
   (``billing/credentials.py``): 401s counted, fingerprints of rejected and good pairs (never a
   secret), the probe being made.
 
+* ``pk=client#<WHMCS client id>, sk=overdue#s<service id>#i<invoice id>``: one suspension this backend made
+  (or is making) of a service for an overdue usage invoice (``billing/overdue.py``, API.md section 9):
+  ``status`` suspending (claimed, with a lease) -> suspended -> lifting (claimed) -> lifted, or failed
+  (ModuleSuspend refused or unanswered: the next collection tries again), ended (WHMCS showed the service
+  no longer suspended: lifted by someone else), superseded (suspended again for another reason: never
+  lifted by us). While suspended or lifting it is in the sparse index ``gsi1`` under ``overdue-held``
+  (``gsi1sk=<client>#<service>#<invoice>``), so the daily collection finds every suspension it may have to
+  lift without reading anything else. Keyed by client: the InvoicePaid hook, which knows the client,
+  reads them with one Query. Which invoice lines are ours is read from the finished lines themselves
+  (``billed_lines``: the line's ref, in the invoice line's description, and its ``billable_id`` = the
+  line's ``relid``): nothing is written for it on the billing path.
+
 Money is stored as decimal strings, never as floats.
 """
 
@@ -37,6 +49,10 @@ from cswhmcs.errors import Conflict, NotFound
 
 ATTENTION_INDEX = "gsi1"
 ATTENTION_PK = "attention"
+OVERDUE_HELD_PK = "overdue-held"  # gsi1pk of the suspensions this backend made and has not lifted
+SUSPENDING, SUSPENDED, SUSPEND_FAILED = "suspending", "suspended", "failed"
+LIFTING, LIFTED, ENDED, SUPERSEDED = "lifting", "lifted", "ended", "superseded"
+OVERDUE_LEASE = timedelta(minutes=10)  # a claimed suspension or lift, longer than any ModuleSuspend call
 
 
 class StateConflict(Exception):
@@ -505,3 +521,156 @@ class Ledger:
                                         ExpressionAttributeValues={":one": 1, ":fp": {fp}},
                                         ReturnValues="UPDATED_NEW")
         return int(answer.get("Attributes", {}).get("failures", 1))
+
+    # ------------------------------------------------------------------ overdue usage: lines and suspensions
+
+    def billed_lines(self, keys: Any) -> dict[str, dict[str, Any]]:
+        """``(ref, billable id)`` pairs (from invoice lines: the ref in the description, the relid) -> the
+        finished lines that are ``done`` with exactly that billable id, by ref (BatchGetItem, 100 keys a call;
+        strongly consistent). A ref the ledger does not hold, or whose billable id differs, is left out."""
+        wanted: dict[str, int] = {}
+        for ref, billable_id in keys:
+            wanted.setdefault(ref, int(billable_id))
+        found: dict[str, dict[str, Any]] = {}
+        refs = list(wanted)
+        names = {"#s": "status", "#b": "billable_id", "#sv": "service_id", "#c": "client_id", "#u": "cs_user_id",
+                 "#pe": "period", "#pi": "product_id", "#pk": "pk"}
+        for start in range(0, len(refs), 100):
+            request: dict[str, Any] = {self._name: {
+                "Keys": [self._line_key(*parse_ref(ref)) for ref in refs[start:start + 100]],
+                "ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names,
+                "ConsistentRead": True}}
+            for _ in range(10):
+                answer = self._client.batch_get_item(RequestItems=request)
+                for item in answer.get("Responses", {}).get(self._name, []):
+                    line_ref_ = line_ref(int(item["cs_user_id"]), str(item["period"]), int(item["product_id"]))
+                    billable = item.get("billable_id")
+                    if item.get("status") == DONE and billable is not None and int(billable) == wanted.get(line_ref_):
+                        found[line_ref_] = {"ref": line_ref_, "billable_id": int(billable),
+                                            "service_id": int(item.get("service_id", 0)),
+                                            "client_id": int(item.get("client_id", 0))}
+                request = answer.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+            else:
+                raise RuntimeError("DynamoDB left billing lines unread after 10 attempts.")
+        return found
+
+    @staticmethod
+    def _suspension_key(client_id: int, service_id: int, invoice_id: int) -> dict[str, str]:
+        return {"pk": f"client#{client_id}", "sk": f"overdue#s{service_id}#i{invoice_id}"}
+
+    @staticmethod
+    def _suspension(item: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in item.items() if k not in ("pk", "sk", "gsi1pk", "gsi1sk")}
+        for key in ("client_id", "service_id", "invoice_id", "attempts"):
+            if key in out:
+                out[key] = int(out[key])
+        return out
+
+    def suspension(self, client_id: int, service_id: int, invoice_id: int) -> dict[str, Any] | None:
+        item = self.table.get_item(Key=self._suspension_key(client_id, service_id, invoice_id),
+                                   ConsistentRead=True).get("Item")
+        return self._suspension(item) if item else None
+
+    def client_suspensions(self, client_id: int) -> list[dict[str, Any]]:
+        """Every suspension record of one client, whatever its status (one Query, strongly consistent)."""
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :o)",
+            "ExpressionAttributeValues": {":pk": f"client#{client_id}", ":o": "overdue#"},
+            "ConsistentRead": True,
+        }
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self.table.query(**kwargs)
+            out += [self._suspension(i) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def held_suspensions(self) -> Iterator[dict[str, Any]]:
+        """The suspensions made and not lifted (suspended or being lifted), from the sparse index."""
+        kwargs: dict[str, Any] = {
+            "IndexName": ATTENTION_INDEX,
+            "KeyConditionExpression": "gsi1pk = :h",
+            "ExpressionAttributeValues": {":h": OVERDUE_HELD_PK},
+        }
+        while True:
+            page = self.table.query(**kwargs)
+            for item in page.get("Items", []):
+                yield self._suspension(item)
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _overdue_update(self, key: dict[str, str], update: str, condition: str, values: dict[str, Any]) -> bool:
+        try:
+            self.table.update_item(Key=key, UpdateExpression=update, ConditionExpression=condition,
+                                   ExpressionAttributeNames={"#s": "status", "#l": "lease_until"},
+                                   ExpressionAttributeValues=values)
+            return True
+        except ClientError as exc:
+            if _cancelled_by_condition(exc):
+                return False
+            raise
+
+    def claim_suspension(self, client_id: int, service_id: int, invoice_id: int, reason: str) -> bool:
+        """Become the one caller suspending this service for this invoice: a new record, one that failed
+        before, or one whose claimer's lease ran out. False: suspended already, or being suspended."""
+        now = self.clock()
+        return self._overdue_update(
+            self._suspension_key(client_id, service_id, invoice_id),
+            "SET #s = :suspending, #l = :until, client_id = :c, service_id = :sv, invoice_id = :i, reason = :r, "
+            "attempts = if_not_exists(attempts, :zero) + :one, created_at = if_not_exists(created_at, :now), "
+            "updated_at = :now",
+            "attribute_not_exists(pk) OR #s = :failed OR (#s = :suspending AND #l < :now)",
+            {":suspending": SUSPENDING, ":failed": SUSPEND_FAILED, ":until": iso(now + OVERDUE_LEASE),
+             ":now": iso(now), ":c": client_id, ":sv": service_id, ":i": invoice_id, ":r": reason, ":zero": 0,
+             ":one": 1})
+
+    def finish_suspension(self, client_id: int, service_id: int, invoice_id: int) -> None:
+        """ModuleSuspend succeeded (or WHMCS showed it had): suspended, and listed as held."""
+        now = iso(self.clock())
+        self.table.update_item(
+            Key=self._suspension_key(client_id, service_id, invoice_id),
+            UpdateExpression="SET #s = :suspended, suspended_at = :now, updated_at = :now, gsi1pk = :h, gsi1sk = :hs "
+                             "REMOVE #l, last_error",
+            ExpressionAttributeNames={"#s": "status", "#l": "lease_until"},
+            ExpressionAttributeValues={":suspended": SUSPENDED, ":now": now, ":h": OVERDUE_HELD_PK,
+                                       ":hs": f"{client_id}#{service_id}#{invoice_id}"})
+
+    def fail_suspension(self, client_id: int, service_id: int, invoice_id: int, error: str) -> None:
+        """ModuleSuspend failed (or its answer was lost): the next collection tries again."""
+        self._overdue_update(
+            self._suspension_key(client_id, service_id, invoice_id),
+            "SET #s = :failed, last_error = :e, failed_at = :now, updated_at = :now REMOVE #l",
+            "#s = :suspending",
+            {":failed": SUSPEND_FAILED, ":suspending": SUSPENDING, ":e": error[:500], ":now": iso(self.clock())})
+
+    def claim_lift(self, record: dict[str, Any]) -> bool:
+        """Become the one caller lifting this suspension (the hook and a collection may meet here)."""
+        now = self.clock()
+        return self._overdue_update(
+            self._suspension_key(record["client_id"], record["service_id"], record["invoice_id"]),
+            "SET #s = :lifting, #l = :until, updated_at = :now",
+            "#s = :suspended OR (#s = :lifting AND #l < :now)",
+            {":lifting": LIFTING, ":suspended": SUSPENDED, ":until": iso(now + OVERDUE_LEASE), ":now": iso(now)})
+
+    def finish_lift(self, record: dict[str, Any], outcome: str, by: str) -> None:
+        """``outcome``: lifted (ModuleUnsuspend succeeded), ended (WHMCS showed it not suspended any more) or
+        superseded (suspended for another reason now); no longer held."""
+        now = iso(self.clock())
+        self._overdue_update(
+            self._suspension_key(record["client_id"], record["service_id"], record["invoice_id"]),
+            "SET #s = :outcome, lifted_at = :now, lifted_by = :by, updated_at = :now "
+            "REMOVE #l, gsi1pk, gsi1sk, last_error",
+            "#s = :lifting",
+            {":outcome": outcome, ":now": now, ":by": by[:200], ":lifting": LIFTING})
+
+    def release_lift(self, record: dict[str, Any], error: str) -> None:
+        """ModuleUnsuspend failed: suspended again (held), for the next hook or collection."""
+        self._overdue_update(
+            self._suspension_key(record["client_id"], record["service_id"], record["invoice_id"]),
+            "SET #s = :suspended, last_error = :e, updated_at = :now REMOVE #l",
+            "#s = :lifting",
+            {":suspended": SUSPENDED, ":lifting": LIFTING, ":e": error[:500], ":now": iso(self.clock())})

@@ -53,16 +53,79 @@ if (!function_exists('computestacks_handle_order_paid')) {
      */
     function computestacks_order_paid_default_deps()
     {
-        return array(
+        return computestacks_hook_default_deps('OrderPaid', '/v1/hooks/order-paid', array(
             'order_services' => 'computestacks_order_paid_services',
+        ));
+    }
+
+    /**
+     * The real WHMCS lookups every hook has, and its backend call; the test driver replaces any of them.
+     *
+     * @param string $action the backend call's name (the hook's)
+     * @param string $path the backend route it posts to
+     * @param array<string, callable> $lookups the hook's own lookups
+     * @return array<string, callable>
+     */
+    function computestacks_hook_default_deps($action, $path, array $lookups)
+    {
+        return array_merge($lookups, array(
             'product' => 'computestacks_order_paid_product',
             'server_params' => 'computestacks_order_paid_server_params',
-            'send' => function (array $serverParams, array $payload, $until = null) {
-                return \CSWhmcs\Client::fromParams($serverParams)
-                    ->call('OrderPaid', '/v1/hooks/order-paid', $payload, $until);
+            'send' => function (array $serverParams, array $payload, $until = null) use ($action, $path) {
+                return \CSWhmcs\Client::fromParams($serverParams)->call($action, $path, $payload, $until);
             },
             'log_activity' => 'computestacks_hook_whmcs_log_activity',
-        );
+        ));
+    }
+
+    /**
+     * A localAPI call that has to succeed.
+     *
+     * @param string $command
+     * @param array $values
+     * @return array WHMCS's answer (result=success)
+     * @throws \RuntimeException "<command> failed: <message>" when WHMCS answers with an error
+     */
+    function computestacks_hook_local_api($command, array $values)
+    {
+        $result = localAPI($command, $values);
+        if (!is_array($result) || !isset($result['result']) || $result['result'] !== 'success') {
+            $message = is_array($result) && isset($result['message']) ? (string) $result['message'] : 'no answer';
+            throw new \RuntimeException($command . ' failed: ' . $message);
+        }
+        return $result;
+    }
+
+    /**
+     * When a hook's backend calls must be done: they run inside the customer's request, so however many
+     * backends there are, together they never wait longer than one call may (COMPUTESTACKS_TIMEOUT).
+     *
+     * @return float a microtime(true) deadline
+     */
+    function computestacks_hook_until()
+    {
+        $timeouts = \CSWhmcs\Client::timeouts();
+        return microtime(true) + $timeouts[0];
+    }
+
+    /**
+     * A hook callback for add_hook that never throws into WHMCS: a failure goes to the activity log.
+     *
+     * @param string $hook the hook's name, for the log line
+     * @param callable $handler called with the hook variables (an array)
+     * @return \Closure
+     */
+    function computestacks_hook_guarded($hook, $handler)
+    {
+        return function ($vars) use ($hook, $handler) {
+            try {
+                call_user_func($handler, is_array($vars) ? $vars : array());
+            } catch (\Throwable $e) {
+                if (function_exists('logActivity')) {
+                    logActivity('ComputeStacks: ' . $hook . ' hook failed: ' . $e->getMessage());
+                }
+            }
+        };
     }
 
     /**
@@ -101,15 +164,11 @@ if (!function_exists('computestacks_handle_order_paid')) {
         $start = 0;
         $pageSize = 100;
         for ($page = 0; $page < 1000; $page++) {
-            $result = localAPI('GetClientsProducts', array(
+            $result = computestacks_hook_local_api('GetClientsProducts', array(
                 'clientid' => $clientId,
                 'limitstart' => $start,
                 'limitnum' => $pageSize,
             ));
-            if (!is_array($result) || !isset($result['result']) || $result['result'] !== 'success') {
-                $message = is_array($result) && isset($result['message']) ? (string) $result['message'] : 'no answer';
-                throw new \RuntimeException('GetClientsProducts failed: ' . $message);
-            }
             $products = array();
             if (isset($result['products']['product']) && is_array($result['products']['product'])) {
                 $products = $result['products']['product'];
@@ -291,6 +350,34 @@ if (!function_exists('computestacks_handle_order_paid')) {
     }
 
     /**
+     * A hook's ComputeStacks services grouped by the backend they are on, for one request per backend.
+     *
+     * @param array $services service rows: serviceid, pid, serverid
+     * @param array $deps the hook's lookups: product, server_params
+     * @param callable $fail told why, when a service cannot be read or has no server
+     * @param callable $item what a service adds to its backend's request, from (service id, product row)
+     * @return array[] by backend key, in the services' order: ['server' => server params, 'items' => [...]]
+     */
+    function computestacks_hook_group_by_backend(array $services, array $deps, $fail, $item)
+    {
+        $products = array();
+        $groups = array();
+        foreach ($services as $service) {
+            $found = computestacks_hook_service_server($service, $products, $deps, $fail);
+            if ($found === null) {
+                continue;
+            }
+            list($server, $product) = $found;
+            $key = computestacks_backend_key($server);
+            if (!isset($groups[$key])) {
+                $groups[$key] = array('server' => $server, 'items' => array());
+            }
+            $groups[$key]['items'][] = call_user_func($item, (int) $service['serviceid'], $product);
+        }
+        return $groups;
+    }
+
+    /**
      * Builds the order's ComputeStacks lines and posts them to the backend of their server.
      *
      * @param array $vars the OrderPaid hook variables: orderId, invoiceId, userId
@@ -299,10 +386,8 @@ if (!function_exists('computestacks_handle_order_paid')) {
      */
     function computestacks_handle_order_paid(array $vars, array $deps = array())
     {
-        // One time budget for the whole hook: it runs inside the customer's checkout, so however many
-        // backends the order's lines are on, the backend calls together never wait longer than one call may.
-        $timeouts = \CSWhmcs\Client::timeouts();
-        $until = microtime(true) + $timeouts[0];
+        // One time budget for the whole hook: it runs inside the customer's checkout.
+        $until = computestacks_hook_until();
         $deps = array_merge(computestacks_order_paid_default_deps(), $deps);
         $orderId = isset($vars['orderId']) ? (int) $vars['orderId'] : 0;
         $invoiceId = isset($vars['invoiceId']) ? (int) $vars['invoiceId'] : 0;
@@ -326,29 +411,17 @@ if (!function_exists('computestacks_handle_order_paid')) {
             return $summary;
         }
 
-        $products = array();
-        $groups = array();
-        foreach ((array) $services as $service) {
-            $found = computestacks_hook_service_server($service, $products, $deps, $fail);
-            if ($found === null) {
-                continue;
-            }
-            list($server, $product) = $found;
-            $serviceId = (int) $service['serviceid'];
-            // One request per backend: it credits an order at most once, so every line must travel together.
-            $key = computestacks_backend_key($server);
-            if (!isset($groups[$key])) {
-                $groups[$key] = array('server' => $server, 'lines' => array());
-            }
-            $groups[$key]['lines'][] = array('serviceid' => $serviceId, 'apply_credit' => (bool) $product['apply_credit']);
-        }
+        // One request per backend: it credits an order at most once, so every line must travel together.
+        $groups = computestacks_hook_group_by_backend((array) $services, $deps, $fail, function ($serviceId, $product) {
+            return array('serviceid' => $serviceId, 'apply_credit' => (bool) $product['apply_credit']);
+        });
 
         foreach ($groups as $group) {
             $payload = array(
                 'orderId' => $orderId,
                 'invoiceId' => $invoiceId,
                 'userId' => $clientId,
-                'lines' => $group['lines'],
+                'lines' => $group['items'],
             );
             try {
                 $response = call_user_func($deps['send'], $group['server'], $payload, $until);
@@ -380,17 +453,10 @@ if (!function_exists('computestacks_handle_invoice_paid')) {
      */
     function computestacks_invoice_paid_default_deps()
     {
-        return array(
+        return computestacks_hook_default_deps('InvoicePaid', '/v1/hooks/invoice-paid', array(
             'invoice_client' => 'computestacks_invoice_paid_client',
             'client_services' => 'computestacks_client_services',
-            'product' => 'computestacks_order_paid_product',
-            'server_params' => 'computestacks_order_paid_server_params',
-            'send' => function (array $serverParams, array $payload, $until = null) {
-                return \CSWhmcs\Client::fromParams($serverParams)
-                    ->call('InvoicePaid', '/v1/hooks/invoice-paid', $payload, $until);
-            },
-            'log_activity' => 'computestacks_hook_whmcs_log_activity',
-        );
+        ));
     }
 
     /**
@@ -402,11 +468,7 @@ if (!function_exists('computestacks_handle_invoice_paid')) {
      */
     function computestacks_invoice_paid_client($invoiceId)
     {
-        $result = localAPI('GetInvoice', array('invoiceid' => (int) $invoiceId));
-        if (!is_array($result) || !isset($result['result']) || $result['result'] !== 'success') {
-            $message = is_array($result) && isset($result['message']) ? (string) $result['message'] : 'no answer';
-            throw new \RuntimeException('GetInvoice failed: ' . $message);
-        }
+        $result = computestacks_hook_local_api('GetInvoice', array('invoiceid' => (int) $invoiceId));
         return (int) (isset($result['userid']) ? $result['userid'] : 0);
     }
 
@@ -421,8 +483,7 @@ if (!function_exists('computestacks_handle_invoice_paid')) {
     function computestacks_handle_invoice_paid(array $vars, array $deps = array())
     {
         // The hook runs inside the payment's request: all its backend calls share one time limit.
-        $timeouts = \CSWhmcs\Client::timeouts();
-        $until = microtime(true) + $timeouts[0];
+        $until = computestacks_hook_until();
         $deps = array_merge(computestacks_invoice_paid_default_deps(), $deps);
         $invoiceId = isset($vars['invoiceid']) && is_scalar($vars['invoiceid']) ? (int) $vars['invoiceid'] : 0;
         $clientId = 0;
@@ -457,25 +518,13 @@ if (!function_exists('computestacks_handle_invoice_paid')) {
         }
 
         // Only suspended services can be lifted; each goes to the backend of its own server.
-        $products = array();
-        $groups = array();
-        foreach ((array) $services as $service) {
-            if (!is_array($service) || !isset($service['status'])
-                || strcasecmp((string) $service['status'], 'Suspended') !== 0) {
-                continue;
-            }
-            $found = computestacks_hook_service_server($service, $products, $deps, $fail);
-            if ($found === null) {
-                continue;
-            }
-            list($server, $product) = $found;
-            $serviceId = (int) $service['serviceid'];
-            $key = computestacks_backend_key($server);
-            if (!isset($groups[$key])) {
-                $groups[$key] = array('server' => $server, 'serviceids' => array());
-            }
-            $groups[$key]['serviceids'][] = $serviceId;
-        }
+        $suspended = array_filter((array) $services, function ($service) {
+            return is_array($service) && isset($service['status'])
+                && strcasecmp((string) $service['status'], 'Suspended') === 0;
+        });
+        $groups = computestacks_hook_group_by_backend($suspended, $deps, $fail, function ($serviceId) {
+            return $serviceId;
+        });
         if (!$groups) {
             if (!$summary['errors']) {
                 $summary['skipped'] = 'the client has no suspended ComputeStacks service.';
@@ -484,13 +533,14 @@ if (!function_exists('computestacks_handle_invoice_paid')) {
         }
 
         foreach ($groups as $group) {
+            $serviceIds = $group['items'];
             $payload = array('invoiceid' => $invoiceId);
             try {
                 $response = call_user_func($deps['send'], $group['server'], $payload, $until);
             } catch (\Throwable $e) {
-                $many = count($group['serviceids']) > 1;
+                $many = count($serviceIds) > 1;
                 $fail(rtrim($e->getMessage(), '.') . '. ' . ($many ? 'Services #' : 'Service #')
-                    . implode(', #', $group['serviceids']) . ($many ? ' stay' : ' stays') . ' suspended: unsuspend '
+                    . implode(', #', $serviceIds) . ($many ? ' stay' : ' stays') . ' suspended: unsuspend '
                     . ($many ? 'them' : 'it') . ' by hand if the client has no other usage invoice overdue.');
                 continue;
             }
@@ -502,7 +552,7 @@ if (!function_exists('computestacks_handle_invoice_paid')) {
                     }
                 }
             }
-            $summary['posted'][] = array('payload' => $payload, 'serviceids' => $group['serviceids'],
+            $summary['posted'][] = array('payload' => $payload, 'serviceids' => $serviceIds,
                 'unsuspended' => $lifted);
             if ($lifted) {
                 computestacks_hook_log_activity(
@@ -517,22 +567,6 @@ if (!function_exists('computestacks_handle_invoice_paid')) {
     }
 }
 
-add_hook('OrderPaid', 1, function ($vars) {
-    try {
-        computestacks_handle_order_paid(is_array($vars) ? $vars : array());
-    } catch (\Throwable $e) {
-        if (function_exists('logActivity')) {
-            logActivity('ComputeStacks: OrderPaid hook failed: ' . $e->getMessage());
-        }
-    }
-});
+add_hook('OrderPaid', 1, computestacks_hook_guarded('OrderPaid', 'computestacks_handle_order_paid'));
 
-add_hook('InvoicePaid', 1, function ($vars) {
-    try {
-        computestacks_handle_invoice_paid(is_array($vars) ? $vars : array());
-    } catch (\Throwable $e) {
-        if (function_exists('logActivity')) {
-            logActivity('ComputeStacks: InvoicePaid hook failed: ' . $e->getMessage());
-        }
-    }
-});
+add_hook('InvoicePaid', 1, computestacks_hook_guarded('InvoicePaid', 'computestacks_handle_invoice_paid'));
