@@ -156,6 +156,12 @@ class Whmcs(WhmcsBilling, Protocol):
         """ModuleUnsuspend (sent at most once)."""
         ...
 
+    # The service username kept on the ComputeStacks email (accounts/webhook.py).
+
+    def update_client_product(self, service_id: int, /, **fields: Any) -> None:
+        """UpdateClientProduct of the service's fields (e.g. ``serviceusername``)."""
+        ...
+
 
 class OverdueLedger(Protocol):
     """The ledger as the overdue-usage suspensions use it (``billing/overdue.py``): which invoice lines the
@@ -214,6 +220,10 @@ class AccountsRepo(Protocol):
 
     def put(self, mapping: AccountMapping, /) -> AccountMapping:
         """Stores a mapping; an existing one of the same service to the same user is kept (and returned)."""
+        ...
+
+    def update_fields(self, service_id: int, /, **fields: Any) -> None:
+        """Sets fields of an existing mapping (e.g. ``email``)."""
         ...
 
 

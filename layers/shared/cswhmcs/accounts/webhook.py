@@ -25,7 +25,7 @@ ComputeStacks' 30 s).
 
 from __future__ import annotations
 
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
 from cswhmcs import deadline
 from cswhmcs.adapters.computestacks import UPSTREAM, UserSelector
@@ -34,34 +34,19 @@ from cswhmcs.deps import Request
 from cswhmcs.errors import BadRequest, InvalidInput
 from cswhmcs.observability import count, logger
 
+if TYPE_CHECKING:
+    from cswhmcs.billing.messages import WorkMessage
+    from cswhmcs.ports import AccountsRepo, Whmcs
+
 ROUTE = "/v1/hooks/cs-user"
 # CloudWatch EMF counts (namespace ComputeStacksWHMCS, dimension service).
 WITHOUT_USER_ID = "UserWebhooksWithoutUserId"  # deliveries with no user id (ComputeStacks 9.3.1's empty body)
 USERNAMES_UPDATED = "ServiceUsernamesUpdated"  # WHMCS service usernames set to the ComputeStacks email
+RECONCILES_FAILED = "UsernameReconcilesFailed"  # the daily collection could not bring a username in line
 MAX_USER_ID = 2**63 - 1  # ComputeStacks' ids are bigint
 ROUNDS = 3  # read -> write -> read again; a change racing the delivery costs one more round, at most two
 NO_USER_ID = ("The webhook carries no user id (expected ComputeStacks' {\"user\": {\"id\": ...}} body; "
               "ComputeStacks 9.3.1 posts webhook_users with an empty body), so nothing was changed.")
-
-
-class _ServiceUsernames(Protocol):
-    """What this module asks of WHMCS (``adapters.whmcs.WhmcsClient``)."""
-
-    def get_clients_products(self, *, serviceid: int | None = ...) -> list[dict[str, Any]]:
-        ...
-
-    def update_client_product(self, service_id: int, /, **fields: Any) -> None:
-        ...
-
-
-class _Mappings(Protocol):
-    """What this module asks of the accounts table (``adapters.dynamo.AccountsRepo``)."""
-
-    def get(self, service_id: int, /) -> Any:
-        ...
-
-    def update_fields(self, service_id: int, /, **fields: Any) -> None:
-        ...
 
 
 def user_id_of(payload: dict[str, Any]) -> int:
@@ -105,7 +90,7 @@ def _email(user: dict[str, Any]) -> str:
     return str(user.get("email") or "").strip()
 
 
-def _service_username(whmcs: _ServiceUsernames, service_id: int) -> str | None:
+def _service_username(whmcs: Whmcs, service_id: int) -> str | None:
     """The WHMCS service's username, or None when WHMCS has no such service."""
     for row in whmcs.get_clients_products(serviceid=service_id):
         if str(row.get("id")) == str(service_id):
@@ -113,10 +98,60 @@ def _service_username(whmcs: _ServiceUsernames, service_id: int) -> str | None:
     return None
 
 
+def apply_email(whmcs: Whmcs, accounts: AccountsRepo, service_id: int, email: str,
+                stored_email: str) -> tuple[bool, bool] | None:
+    """Makes the WHMCS service's username and the mapping's stored email ``email`` (ComputeStacks' own).
+    Returns (username changed, anything written), or None when WHMCS has no such service. WHMCS is read
+    first, so a repeat writes nothing."""
+    current = _service_username(whmcs, service_id)
+    if current is None:
+        return None
+    changed = wrote = False
+    if current != email:
+        whmcs.update_client_product(service_id, serviceusername=email)
+        count(USERNAMES_UPDATED)
+        changed = wrote = True
+    if stored_email != email:
+        accounts.update_fields(service_id, email=email)
+        wrote = True
+    return changed, wrote
+
+
+def reconcile_from_billing(message: WorkMessage, user: dict[str, Any] | None, whmcs: Whmcs,
+                           accounts: AccountsRepo) -> bool:
+    """The daily collection's reconcile (for deliveries that carried no user id, or were lost): ``user``
+    is ComputeStacks' user as the account's usage rows (``user`` of each row: id, email, external_id,
+    labels) or the worker's currency re-read showed it, at no extra ComputeStacks request. When its email
+    is not the one the planner's mapping holds, and the user is this service's own, the username and the
+    mapping follow as the webhook would do it. Never raises: a failure is logged, counted
+    (``UsernameReconcilesFailed``) and tried again by the next collection (the mapping still differs)."""
+    account = message.account
+    if not user or message.run.kind != "collect":
+        return False
+    email = _email(user)
+    if not email or email == account.email or user.get("is_admin"):
+        return False
+    if str(user.get("id")) != str(account.cs_user_id) or linked_service_id(user) != account.service_id:
+        return False  # not shown as this service's own user: leave it to the webhook (which reads it back)
+    extra = {"serviceid": account.service_id, "cs_user_id": account.cs_user_id}
+    try:
+        mapping = accounts.get(account.service_id)
+        if mapping is None or int(mapping.cs_user_id) != account.cs_user_id:
+            return False
+        step = apply_email(whmcs, accounts, account.service_id, email, mapping.email)
+    except Exception as exc:  # never the billing's problem: the next collection tries again
+        count(RECONCILES_FAILED)
+        logger.warning("reconciling the service username failed; the next collection tries again",
+                       extra={**extra, "error_type": type(exc).__name__})
+        return False
+    changed = bool(step and step[0])
+    logger.info("service username reconciled from ComputeStacks", extra={**extra, "updated": changed})
+    return changed
+
+
 def cs_user_changed(req: Request) -> dict[str, Any]:
     user_id = user_id_of(req.payload)
-    whmcs = cast(_ServiceUsernames, req.deps.whmcs)
-    accounts = cast(_Mappings, req.deps.accounts)
+    whmcs, accounts = req.deps.whmcs, req.deps.accounts
     user = _read_user(req, user_id)
     updated = False
     for _ in range(ROUNDS):
@@ -130,19 +165,13 @@ def cs_user_changed(req: Request) -> dict[str, Any]:
             logger.info("users webhook: user not linked to a WHMCS service",
                         extra={"cs_user_id": user_id, "serviceid": service_id, "updated": updated})
             return {"updated": updated}
-        current = _service_username(whmcs, service_id)
-        if current is None:
+        step = apply_email(whmcs, accounts, service_id, email, mapping.email)
+        if step is None:
             logger.info("users webhook: the linked WHMCS service does not exist",
                         extra={"cs_user_id": user_id, "serviceid": service_id, "updated": updated})
             return {"updated": updated}
-        wrote = False
-        if current != email:
-            whmcs.update_client_product(service_id, serviceusername=email)
-            count(USERNAMES_UPDATED)
-            updated = wrote = True
-        if mapping.email != email:
-            accounts.update_fields(service_id, email=email)
-            wrote = True
+        changed_username, wrote = step
+        updated = updated or changed_username
         if not wrote:
             break
         # Written: read again, so a change that raced this delivery is applied too (it wins: it is newer).

@@ -161,7 +161,7 @@ class AccountsRepo:
             raise
         return mapping
 
-    def update_fields(self, service_id: int, **fields: Any) -> None:
+    def update_fields(self, service_id: int, /, **fields: Any) -> None:
         names = {f"#{k}": k for k in fields}
         values = {f":{k}": v for k, v in fields.items()}
         self.table.update_item(

@@ -515,6 +515,6 @@ class WhmcsClient(RetryingClient):
         """ModuleUnsuspend: runs the module's UnsuspendAccount, then status Active. Sent at most once."""
         self.call("ModuleUnsuspend", {"serviceid": service_id}, retry=False)
 
-    def update_client_product(self, service_id: int, **fields: Any) -> None:
+    def update_client_product(self, service_id: int, /, **fields: Any) -> None:
         """UpdateClientProduct, e.g. ``serviceusername="ann@example.org"``. Sent at most once."""
         self.call("UpdateClientProduct", {"serviceid": service_id, **fields}, retry=False)

@@ -53,8 +53,16 @@ def build_worker_deps(settings: Settings) -> WorkerDeps:
     whmcs_bucket = TokenBucket(wh_rate, wh_burst)  # shared: the receiver runs on the WHMCS server
     whmcs = factory.whmcs_client(settings, pacer=whmcs_bucket)
     receiver = factory.receiver_client(settings, pacer=whmcs_bucket)
+    from cswhmcs.accounts.webhook import reconcile_from_billing
+    from cswhmcs.adapters.dynamo import AccountsRepo
+
+    accounts = AccountsRepo.from_settings(settings)
+
+    def usernames(message: WorkMessage, result: AccountResult) -> bool:
+        return reconcile_from_billing(message, result.cs_user, whmcs, accounts)
+
     return WorkerDeps.from_settings(settings, cs=cs, whmcs=whmcs, ledger=ledger, options=options, cs_gate=gate,
-                                    receiver=receiver)
+                                    receiver=receiver, usernames=usernames)
 
 
 class _WorkerDepsCache:
@@ -95,7 +103,15 @@ _worker_deps = _WorkerDepsCache()
 
 def handle_record(body: str, deps: WorkerDeps) -> dict[str, Any]:
     message = WorkMessage.from_json(body)
-    return report_result(message, process_account(message, deps))
+    result = process_account(message, deps)
+    reconcile_username(message, result, deps)
+    return report_result(message, result)
+
+
+def reconcile_username(message: WorkMessage, result: AccountResult, deps: WorkerDeps) -> None:
+    """After an account's work succeeded: the username reconcile (``WorkerDeps.usernames``; never raises)."""
+    if deps.usernames is not None and result.error is None:
+        deps.usernames(message, result)
 
 
 def report_result(message: WorkMessage, result: AccountResult) -> dict[str, Any]:
@@ -182,6 +198,8 @@ def handle_batch(event: dict[str, Any], deps: WorkerDeps, context: Any) -> dict[
                 results = []
                 failures += [record_id for record_id, _ in parsed]
                 observability.count(observability.ACCOUNTS_FAILED, len(parsed))
+            for (_, message), result in zip(parsed, results, strict=False):
+                reconcile_username(message, result, deps)
         for (record_id, message), result in zip(parsed, results, strict=False):
             try:
                 report_result(message, result)

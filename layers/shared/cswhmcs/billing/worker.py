@@ -126,6 +126,9 @@ class WorkerDeps:
     # WHMCS_RECEIVER_URL is set: ``process_accounts`` then sends every line through it (safe to repeat).
     # None: the WHMCS API's AddBillableItem, exactly as without it.
     receiver: Any = None
+    # The daily collection's username reconcile (accounts/webhook.py ``reconcile_from_billing``), run by the
+    # handlers after an account's work succeeded; None: not done (the CLI's runs, tests with fakes).
+    usernames: Callable[[WorkMessage, AccountResult], bool] | None = None
     _client_currency: dict[int, str] = field(default_factory=dict)  # bounded: see client_currency
     _currencies: CurrencyTable | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -212,19 +215,29 @@ class AccountResult:
     complete: bool | None = None
     missing: bool = False  # ComputeStacks no longer has this user
     error: str | None = None
+    # ComputeStacks' user as this run saw it, for free: the ``user`` of the first usage row listed (id, email,
+    # external_id, labels), or the user the currency re-read returned. The collection's username reconcile
+    # reads it (accounts/webhook.py ``reconcile_from_billing``); billing never does.
+    cs_user: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------- reading ComputeStacks
 
 
 def read_new_rows(cs: Any, cs_user_id: int, *, floor: RowKey, billing_start: datetime | None,
-                  per_page: int) -> list[UsageRow]:
+                  per_page: int, on_user: Callable[[dict[str, Any]], None] | None = None) -> list[UsageRow]:
     """Rows above the account's scan floor, newest first. Stops below the floor (rows created at the
     floor's very instant are still read: the listing's order among equal times is arbitrary), or, on
-    the first read of an account, a day before BILLING_START: older rows can never be billed."""
+    the first read of an account, a day before BILLING_START: older rows can never be billed.
+    ``on_user`` is called once with the ``user`` the first row listed carries (even a row below the floor)."""
     stop_before = billing_start - timedelta(days=1) if billing_start else None
     rows: list[UsageRow] = []
     for raw in cs.iter_billing_usages(cs_user_id, per_page=per_page):
+        if on_user is not None:
+            user = raw.get("user") if isinstance(raw, dict) else None
+            if isinstance(user, dict):
+                on_user(dict(user))
+            on_user = None
         row = parse_row(raw)
         if row.created_at < floor[0] or (row.created_at == floor[0] == NO_TIME and row.id <= floor[1]):
             break
@@ -370,13 +383,18 @@ class AccountWorker:
             self._read_at = self.d.clock()
             try:
                 self._rows = read_new_rows(self.d.cs, self.account.cs_user_id, floor=state.scan_floor,
-                                           billing_start=self.d.billing_start, per_page=self.d.options.per_page)
+                                           billing_start=self.d.billing_start, per_page=self.d.options.per_page,
+                                           on_user=self._saw_user)
             except NotFound:
                 # The user was deleted in ComputeStacks: nothing new to read; what was collected is still billed.
                 self._rows = []
                 self.result.missing = True
             self.result.read = True
         return self._rows
+
+    def _saw_user(self, user: dict[str, Any]) -> None:
+        if self.result.cs_user is None:
+            self.result.cs_user = user
 
     def _bills(self) -> bool:
         """A month-end message bills; so does a close message reached at or after its cut-off (the close
@@ -397,7 +415,10 @@ class AccountWorker:
         from cswhmcs.adapters.computestacks import UserSelector
 
         self._cs_ready()
-        currency = _user_currency(self.d.cs.get_user(UserSelector.by_id(self.account.cs_user_id)))
+        user = self.d.cs.get_user(UserSelector.by_id(self.account.cs_user_id))
+        if isinstance(user, dict):
+            self.result.cs_user = dict(user)  # the full user: newer than a row's copy
+        currency = _user_currency(user)
         currency = currency or state.cs_currency or self.account.currency
         if not currency:
             raise ConfigurationError(f"ComputeStacks user #{self.account.cs_user_id} has no currency.")
