@@ -75,6 +75,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 LAYER = ROOT / "layers/shared"
 SIGNING_SECRET = "bench-functions-signing-secret-7Rk2"
+WEBHOOK_TOKEN = "bench-functions-webhook-token-3Qz8"  # noqa: S105 - the bench's own
+TOKEN_ROUTES = {"/v1/hooks/cs-user"}
 COLD_TARGET, RSS_TARGET_MB, CS_TARGET, DDB_TARGET, OVERHEAD_TARGET = 1.3, 128.0, 1.0, 2.0, 1.3
 WARM_CALLS = 3  # invocations after the first in each cold-start process
 CUT_OFF = datetime(2026, 10, 31, 23, tzinfo=UTC)
@@ -394,6 +396,10 @@ class Payloads:
             return {}
         if route == "/v1/hooks/order-paid":
             return self.orders(1)[0]
+        if route == "/v1/hooks/invoice-paid":
+            return {"invoiceid": self.orders(1)[0]["invoiceId"]}
+        if route == "/v1/hooks/cs-user":  # ComputeStacks' webhook_users body: only user.id is read
+            return {"user": {"id": self.cs_user_id}}
         raise BenchError(f"bench_functions has no request for route {route}: add one to Payloads.for_route")
 
 
@@ -403,6 +409,10 @@ def api_event(route: Any, payload: dict[str, Any]) -> dict[str, Any]:
     from cswhmcs.signing import sign_headers
 
     body = json.dumps({**payload, "csw_nonce": uuid.uuid4().hex}).encode()
+    if route.path in TOKEN_ROUTES:  # ComputeStacks' webhook: the token in the URL, never signed
+        headers = {"Host": "bench.execute-api.local", "Content-Type": "application/json; charset=UTF-8"}
+        return build_event(route, "POST", route.path, f"token={WEBHOOK_TOKEN}", headers, body, "127.0.0.1",
+                           stage="prod")
     headers = {"Host": "bench.execute-api.local", "Content-Type": "application/json", "User-Agent": "WHMCS",
                **sign_headers(SIGNING_SECRET, route.path, body)}
     return build_event(route, "POST", route.path, "", headers, body, "127.0.0.1", stage="prod")
@@ -554,7 +564,7 @@ class Stack:
             "CS_RATE_LIMIT": "10000000", "BILLING_WHMCS_RATE": "10000",
             # The secret's keys, from the environment (no Secrets Manager here).
             "CS_API_KEY": cs_key, "CS_API_SECRET": cs_secret, "WHMCS_API_IDENTIFIER": wh_id,
-            "WHMCS_API_SECRET": wh_secret, "SIGNING_SECRET": SIGNING_SECRET,
+            "WHMCS_API_SECRET": wh_secret, "SIGNING_SECRET": SIGNING_SECRET, "CS_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
         }
         if function is not None:
             env.update(function.env)
@@ -569,7 +579,8 @@ def functions_of_template(stack: Stack) -> list[Function]:
     glob = template.data.get("Globals", {}).get("Function", {})
     own_values = {"WORK_QUEUE_URL": f"{stack.info['sqs']}/000000000000/cswhmcs-work", "WORKER_MAX_CONCURRENCY": "8",
                   "BILLING_START": "", "BILLING_DUE_DAY": "1", "BILLING_INVOICE_ACTION": "duedate",
-                  "CS_RATE_LIMIT": "10000000"}
+                  "CS_RATE_LIMIT": "10000000",
+                  "OVERDUE_SUSPEND_DAYS": "0"}  # the template's default: no overdue suspension
     # Every Globals variable is set by Stack.env, but the secret's ARN: the secrets come from the environment.
     unset = set(template.global_env()) - set(stack.env()) - {"CONFIG_SECRET_ARN"}
     if unset:
@@ -791,21 +802,6 @@ OVERHEAD = ("suspend", "change-package", "sso", "overview")
 OVERHEAD_QUICK = ("suspend", "sso", "overview")
 
 
-class _Ctx:
-    def __init__(self, function: str, timeout: float = 28) -> None:
-        self.function_name = function
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:000000000000:function:{function}"
-        self.memory_limit_in_mb = 256
-        self.aws_request_id = uuid.uuid4().hex
-        self.log_group_name = f"/aws/lambda/{function}"
-        self.log_stream_name = "bench"
-        self._end = time.monotonic() + timeout
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._end - time.monotonic()) * 1000))
-
-
 def _warm_child(spec_path: str, out_path: str) -> int:
     """The warm phase, in its own process with a function's environment (`python -m bench.bench_functions
     _warm SPEC OUT`): every route's handler loaded as `cswhmcs serve` loads it."""
@@ -813,6 +809,7 @@ def _warm_child(spec_path: str, out_path: str) -> int:
     rpc = Rpc(tuple(spec["rpc"]), bytes.fromhex(spec["authkey"]))
     from cswhmcs.adapters.computestacks import UserSelector
     from cswhmcs.api import get_deps
+    from cswhmcs.local.server import LambdaContext
     from cswhmcs.local.template import Template
 
     routes = {r.path: r for r in Template(ROOT / "template.yaml").api_routes()}
@@ -820,9 +817,10 @@ def _warm_child(spec_path: str, out_path: str) -> int:
     payloads = Payloads(spec["service_id"], spec["cs_user_id"], spec["email"], spec["group_id"],
                         lambda n: rpc("orders", n), next_service=spec["next_service"])
 
-    def prepare(route: str, existing: bool) -> tuple[Callable[..., Any], dict[str, Any], _Ctx]:
+    def prepare(route: str, existing: bool) -> tuple[Callable[..., Any], dict[str, Any], LambdaContext]:
         r = routes[route]
-        return handlers[route], api_event(r, payloads.for_route(route, existing=existing)), _Ctx(r.function)
+        return (handlers[route], api_event(r, payloads.for_route(route, existing=existing)),
+                LambdaContext(r.function, stream="bench"))
 
     def invoke(route: str, existing: bool) -> dict[str, Any]:
         handler, event, ctx = prepare(route, existing)

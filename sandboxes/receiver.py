@@ -58,13 +58,14 @@ class ReceiverServer(Lifecycle):
         self._log_path: Path | None = None
 
     @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}{RECEIVER_PATH}"
-
-    @property
     def base_url(self) -> str:
         """The WHMCS root's URL (what an operator would call the WHMCS URL)."""
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The receiver's URL (``WHMCS_RECEIVER_URL``): billing.php below the WHMCS root."""
+        return self.base_url + RECEIVER_PATH
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 15.0) -> ReceiverServer:

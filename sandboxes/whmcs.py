@@ -71,6 +71,16 @@ _UNLOCKED_ACTIONS = frozenset({"modulesuspend", "moduleunsuspend"})
 _TRUE = ("1", "true", "on", "yes")
 
 
+def _check_date(text: str, message: str) -> None:
+    """``text`` must be a real ``YYYY-MM-DD`` date, else WHMCS's error ``message``."""
+    try:
+        if not _DATE_RE.match(text):
+            raise ValueError(text)
+        date.fromisoformat(text)
+    except ValueError:
+        raise ApiError(message) from None
+
+
 class Dropped(Exception):
     """``drop_next``: ``handle`` raises it and the handler closes the connection without an answer."""
 
@@ -197,6 +207,21 @@ class _Handler(Handler["WhmcsSandbox"]):
     def do_GET(self) -> None:
         # WHMCS reads $_REQUEST, but the client must POST; keep the fake strict.
         self.send(Response(405, b"<html><body>405 Method Not Allowed</body></html>", "text/html"))
+
+
+class _Copies:
+    """A read-only attribute of the sandbox: copies of the records of its list or table ``name``, read under
+    the sandbox's lock (what a ``@property`` returning ``self._copies(...)`` would be)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, sandbox: WhmcsSandbox, owner: type | None = None) -> list[dict[str, Any]]:
+        records = getattr(sandbox, self.name)
+        return sandbox._copies(records.values() if isinstance(records, dict) else records)
+
+    def __set__(self, sandbox: WhmcsSandbox, value: object) -> None:
+        raise AttributeError(f"{self.name[1:]} is read-only")
 
 
 class WhmcsSandbox(Invoicing, ModuleActions, SandboxServer):
@@ -430,42 +455,31 @@ class WhmcsSandbox(Invoicing, ModuleActions, SandboxServer):
             "version": self.version,
         }
 
-    @property
-    def credits(self) -> list[dict[str, Any]]:
+    def _copies(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Copies of ``records`` (a list, or a table's ``values()``), read under the lock."""
         with self._lock:
-            return [dict(c) for c in self._credits]
+            return [dict(r) for r in records]
 
-    @property
-    def clients(self) -> list[dict[str, Any]]:
+    def _copy(self, table: Mapping[int, dict[str, Any]], key: int) -> dict[str, Any]:
+        """A copy of one record of ``table`` (KeyError: none), read under the lock."""
         with self._lock:
-            return [dict(c) for c in self._clients.values()]
+            return dict(table[key])
 
-    @property
-    def products(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(p) for p in self._products.values()]
-
-    @property
-    def services(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(s) for s in self._services.values()]
-
-    @property
-    def currencies(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(c) for c in self._currencies.values()]
+    # Read-only snapshots of the records (copies, read under the lock).
+    credits = _Copies("_credits")
+    clients = _Copies("_clients")
+    products = _Copies("_products")
+    services = _Copies("_services")
+    currencies = _Copies("_currencies")
 
     def client(self, client_id: int) -> dict[str, Any]:
-        with self._lock:
-            return dict(self._clients[client_id])
+        return self._copy(self._clients, client_id)
 
     def service(self, service_id: int) -> dict[str, Any]:
-        with self._lock:
-            return dict(self._services[service_id])
+        return self._copy(self._services, service_id)
 
     def product(self, pid: int) -> dict[str, Any]:
-        with self._lock:
-            return dict(self._products[pid])
+        return self._copy(self._products, pid)
 
     # ------------------------------------------------------------------ seeding
 
@@ -898,12 +912,7 @@ class WhmcsSandbox(Invoicing, ModuleActions, SandboxServer):
             raise ApiError("Amount must be in decimal format: ### or ###.##")
         when = str(params.get("date") or "")
         if when:
-            try:
-                if not _DATE_RE.match(when):
-                    raise ValueError(when)
-                date.fromisoformat(when)
-            except ValueError:
-                raise ApiError("Date Format is not Valid") from None
+            _check_date(when, "Date Format is not Valid")
         amount = Decimal(raw)
         balance = Decimal(client["credit"]) + (amount if kind == "add" else -amount)
         client["credit"] = _money(balance)
@@ -952,12 +961,7 @@ class WhmcsSandbox(Invoicing, ModuleActions, SandboxServer):
             unit = "hours"
             quantity = str(params.get("hours") or "0")  # pre-8.2: no `unit`, no `quantity`
         if duedate:
-            try:
-                if not _DATE_RE.match(duedate):
-                    raise ValueError(duedate)
-                date.fromisoformat(duedate)
-            except ValueError:
-                raise ApiError("Invalid Date Format - Expected: 'YYYY-mm-dd'") from None
+            _check_date(duedate, "Invalid Date Format - Expected: 'YYYY-mm-dd'")
         raw_amount = str(params.get("amount") if params.get("amount") not in (None, "") else "0.00")
         _dec(raw_amount)  # must at least be a number; stored verbatim
         _dec(quantity)

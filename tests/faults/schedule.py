@@ -40,7 +40,8 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from tests.faults.injection import CS_KINDS, RECEIVER_KINDS, WHMCS_KINDS, Crash, CrashCounter, CrashProxy, Faults
-from tests.faults.world import SIGNING_SECRET, TIMEOUT, Clock, FaultDeps, World
+from tests.faults.world import SIGNING_SECRET, TIMEOUT, FaultDeps, World
+from tests.support.clocks import Clock
 
 OCT_END = datetime(2026, 10, 31, 23, tzinfo=UTC)
 NOV_END = datetime(2026, 11, 30, 23, tzinfo=UTC)

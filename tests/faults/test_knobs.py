@@ -4,7 +4,6 @@ request was carried out), an answer made late, and a 429 with ``Retry-After`` fo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,17 +16,15 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def cs() -> Iterator[ComputeStacksSandbox]:
-    sb = ComputeStacksSandbox().start()
-    yield sb
-    sb.stop()
+def cs(cs_sandbox: ComputeStacksSandbox) -> ComputeStacksSandbox:
+    """A fresh ComputeStacks sandbox (tests/conftest.py), stopped after the test."""
+    return cs_sandbox
 
 
 @pytest.fixture
-def whmcs() -> Iterator[WhmcsSandbox]:
-    sb = WhmcsSandbox().start()
-    yield sb
-    sb.stop()
+def whmcs(whmcs_sandbox: WhmcsSandbox) -> WhmcsSandbox:
+    """A fresh WHMCS sandbox (tests/conftest.py), stopped after the test."""
+    return whmcs_sandbox
 
 
 def cs_client(sb: ComputeStacksSandbox) -> httpx.Client:

@@ -18,13 +18,11 @@ import inspect
 import os
 import shutil
 import tempfile
-import threading
 import time
 import types
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SIGNING_SECRET = "fault-schedules-signing-secret"
 TIMEOUT = 0.25  # every upstream read timeout: a timeout costs a quarter of a second, not ten
 RESTART_EVERY = 40  # schedules between sandbox restarts (their request logs and user lists stay small)
-
-
-class Clock:
-    """The billing clock of a schedule (worker, ledger): moved by the schedule, shared by its threads."""
-
-    def __init__(self, now: datetime) -> None:
-        self._now = now
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def set(self, when: datetime) -> None:
-        with self._lock:
-            self._now = max(self._now, when)
-
-    def advance(self, delta: timedelta) -> None:
-        with self._lock:
-            self._now += delta
 
 
 class WallOffset:
@@ -105,6 +83,21 @@ def make_whmcs(settings: Any) -> Any:
                        timeout=settings.WHMCS_TIMEOUT, connect_timeout=settings.CONNECT_TIMEOUT, **kw)
 
 
+class _BehindCounter:
+    """A ``FaultDeps`` attribute: the dependency in ``attr``, behind the schedule's crash counter under the
+    attribute's own name (the counter's step names: ``cs.*``, ``whmcs.*``, ``accounts.*``, ``order_credits.*``)."""
+
+    def __init__(self, attr: str) -> None:
+        self.attr = attr
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, deps: FaultDeps, owner: type | None = None) -> Any:
+        return CrashProxy(getattr(deps, self.attr), self.name, deps.counter)
+
+
 class FaultDeps:
     """What the route handlers get instead of ``cswhmcs.api.get_deps()``: the real ``Deps`` of the
     schedule's settings, with every dependency an action uses behind the schedule's crash counter and
@@ -124,21 +117,10 @@ class FaultDeps:
         self.replay_guard = ReplayGuard.from_settings(settings, resource)
         self.ddb = resource
 
-    @property
-    def cs(self) -> Any:
-        return CrashProxy(self._cs, "cs", self.counter)
-
-    @property
-    def whmcs(self) -> Any:
-        return CrashProxy(self._whmcs, "whmcs", self.counter)
-
-    @property
-    def accounts(self) -> Any:
-        return CrashProxy(self.plain_accounts, "accounts", self.counter)
-
-    @property
-    def order_credits(self) -> Any:
-        return CrashProxy(self.plain_order_credits, "order_credits", self.counter)
+    cs = _BehindCounter("_cs")
+    whmcs = _BehindCounter("_whmcs")
+    accounts = _BehindCounter("plain_accounts")
+    order_credits = _BehindCounter("plain_order_credits")
 
     def __getattr__(self, name: str) -> Any:  # replay_guard, ddb, and whatever Deps grows
         return getattr(self._real, name)

@@ -16,12 +16,13 @@ import pytest
 
 from cswhmcs.adapters.computestacks import ComputeStacksClient
 from cswhmcs.adapters.whmcs import WhmcsClient
-from cswhmcs.billing.messages import WorkMessage
 from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.planner import Trigger, plan_run
 from cswhmcs.billing.run import Runtime, Summary
 from cswhmcs.billing.worker import process_account
+from tests.support.billing import ListSink
 from tests.support.billing_stack import NOV_END, OCT_END, RATES, BillingStack, cents
+from tests.support.clocks import Clock
 
 pytestmark = pytest.mark.integration
 
@@ -31,20 +32,6 @@ CRASH_POINTS = ("claim.before_save", "claim.after_save", "send.after_mark", "sen
 
 class SimulatedCrash(BaseException):
     """The worker process dies here (not an Exception: nothing catches it)."""
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        with self._lock:
-            self.now += delta
 
 
 class Crasher:
@@ -60,17 +47,6 @@ class Crasher:
             self.crashes += int(crash)
         if crash:
             raise SimulatedCrash(point)
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.messages: list[WorkMessage] = []
-
-    def send(self, messages: list[WorkMessage]) -> None:
-        self.messages += messages
-
-    def flush(self) -> None:
-        pass
 
 
 def fast_runtime(stack: BillingStack, clock: Clock, crasher: Crasher) -> Runtime:
@@ -121,7 +97,7 @@ def run_mode(stack: BillingStack, rts: list[Runtime], as_of: datetime, mode: str
     sink = ListSink()
     plan_run(Trigger("bill", as_of), ledger=rts[0].ledger, accounts=rts[0].accounts, whmcs=rts[0].deps.whmcs,
              sink=sink, force=True)
-    work = [(m, rts[i % 2]) for m in sink.messages for i in range(2)]
+    work = [(m, rts[i % 2]) for m in sink.sent for i in range(2)]
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(process_account, m, rt.deps) for m, rt in work]
     for f in futures:

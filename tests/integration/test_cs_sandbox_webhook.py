@@ -37,16 +37,13 @@ class _ReceiverHandler(Handler["Receiver"]):
 class Receiver(BackgroundServer):
     handler = _ReceiverHandler
     thread_name = "webhook-receiver"
+    url_path = f"/v1/hooks/cs-user?token={TOKEN}"  # url: the hook's address, as the sandbox is told it
 
     def __init__(self) -> None:
         super().__init__("127.0.0.1", 0)
         self.lock = threading.Lock()
         self.hits: list[dict[str, Any]] = []
         self.statuses: list[int] = []  # answers to give, in order (then 200)
-
-    @property
-    def hook_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/hooks/cs-user?token={TOKEN}"
 
     def users(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -60,10 +57,11 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def sandbox(receiver: Receiver) -> Iterator[ComputeStacksSandbox]:
-    with ComputeStacksSandbox() as sb:
-        sb.webhook_users_url = receiver.hook_url
-        yield sb
+def sandbox(receiver: Receiver, cs_sandbox: ComputeStacksSandbox) -> ComputeStacksSandbox:
+    """The ComputeStacks sandbox of tests/conftest.py (started after the receiver, stopped before it), its
+    ``webhook_users`` pointed at the receiver."""
+    cs_sandbox.webhook_users_url = receiver.url
+    return cs_sandbox
 
 
 def patch_user(sb: ComputeStacksSandbox, user_id: int, **fields: Any) -> httpx.Response:

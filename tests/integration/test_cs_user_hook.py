@@ -4,7 +4,6 @@ token-authenticated, trusts only ``user.id``, reads the user back, and the WHMCS
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,7 +13,9 @@ from cswhmcs.api import reset_deps
 from tests.conftest import LiveStack
 from tests.security.capture import SecretsRegistry
 from tests.support.live import client_details, params
-from tests.support.logs import LogCollector, service_log_lines
+from tests.support.logs import LogCollector, emitted
+
+__all__ = ["emitted"]  # the fixture (tests/support/logs.py), used by name
 
 pytestmark = pytest.mark.integration
 
@@ -30,12 +31,6 @@ def stack(live_stack: LiveStack, monkeypatch: pytest.MonkeyPatch, secrets_regist
     monkeypatch.setenv("CS_WEBHOOK_TOKEN", TOKEN)
     reset_deps()
     return live_stack
-
-
-@pytest.fixture
-def emitted() -> Iterator[LogCollector]:
-    with service_log_lines() as handler:
-        yield handler
 
 
 def hook_url(stack: LiveStack, token: str | None = TOKEN) -> str:
@@ -303,17 +298,8 @@ def test_the_token_never_appears_in_a_log_line(stack: LiveStack, emitted: LogCol
 
 def test_schema_fuzz_with_the_token_never_5xx_nor_401_and_answers_as_documented(stack: LiveStack) -> None:
     import requests
-    import schemathesis
-    from hypothesis import HealthCheck, given, settings
-    from schemathesis import GenerationMode
-    from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (
-        content_type_conformance,
-        response_schema_conformance,
-        status_code_conformance,
-    )
 
-    from tests.conftest import ROOT
+    from tests.support.fuzz import fuzz_operation, operations
 
     class WithToken(requests.auth.AuthBase):
         """The route's security scheme (apiKey ``token`` in the query), added to whatever was generated."""
@@ -327,22 +313,7 @@ def test_schema_fuzz_with_the_token_never_5xx_nor_401_and_answers_as_documented(
 
     # Given a linked account (so some generated user ids are found) and the route's operation
     linked_account(stack)
-    op = next(result.ok() for result in schemathesis.openapi.from_path(str(ROOT / "docs" / "openapi.json"))
-              .get_all_operations() if result.ok().path == ROUTE)  # type: ignore[union-attr]
-    strategy = op.as_strategy(GenerationMode.POSITIVE) | op.as_strategy(GenerationMode.NEGATIVE)
-    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-    session = requests.Session()
-
-    @settings(max_examples=25, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(case=strategy)
-    def fuzz(case: Any) -> None:
-        response = case.call(base_url=stack.url, session=session, auth=WithToken(), timeout=30)
-        assert response.status_code != 401, f"a request with the token was refused: {response.text[:300]}"
-        case.validate_response(response, checks=checks)
-
-    try:
-        fuzz()
-    finally:
-        session.close()
+    op = operations()[ROUTE]
+    # When its examples are sent, each with the token; Then none is refused and every answer is as documented
+    fuzz_operation(op, stack.url, WithToken(), examples=25, refused="a request with the token")
     assert WithToken.sent >= 12

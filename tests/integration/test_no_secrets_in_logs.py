@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.conftest import OLD_SIGNING_SECRET, SIGNING_SECRET, LiveStack
 from tests.support.live import params
-from tests.support.logs import LogCollector, service_log_lines
+from tests.support.logs import LogCollector, emitted
+
+__all__ = ["emitted"]  # the fixture (tests/support/logs.py), used by name
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def emitted() -> Iterator[LogCollector]:
-    """Every line the service logger emits, formatted exactly as Lambda would write it (JSON)."""
-    with service_log_lines() as handler:
-        yield handler
 
 
 def test_a_whole_session_logs_no_secret(live_stack: LiveStack, capfd: pytest.CaptureFixture[str],

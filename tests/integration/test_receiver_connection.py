@@ -14,7 +14,9 @@ from sandboxes.mariadb import available as mariadb_available
 from sandboxes.receiver import ReceiverServer
 from sandboxes.whmcsdb import WhmcsDatabase
 from tests.conftest import OLD_SIGNING_SECRET, SIGNING_SECRET, LiveStack
-from tests.support.endpoints import refused_port
+from tests.support.endpoints import closed_port
+
+__all__ = ["closed_port"]  # the fixture (tests/support/endpoints.py), used by name
 
 pytestmark = pytest.mark.skipif(
     shutil.which("php") is None or not mariadb_available(),
@@ -41,13 +43,6 @@ def receiver(receiver_db: WhmcsDatabase) -> Iterator[ReceiverServer]:
     server = ReceiverServer(receiver_db, workers=2).start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A loopback port bound (so nobody else takes it) but never listening: connections are refused."""
-    with refused_port() as port:
-        yield port
 
 
 def connection_test(stack: LiveStack, monkeypatch: pytest.MonkeyPatch, receiver_url: str | None) -> httpx.Response:

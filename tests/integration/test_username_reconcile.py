@@ -14,7 +14,9 @@ import pytest
 from cswhmcs.api import reset_deps
 from tests.conftest import ROOT, LiveStack
 from tests.support.live import client_details, params
-from tests.support.logs import LogCollector, service_log_lines
+from tests.support.logs import LogCollector, emitted
+
+__all__ = ["emitted"]  # the fixture (tests/support/logs.py), used by name
 
 pytestmark = pytest.mark.integration
 
@@ -72,12 +74,6 @@ def stack(live_stack: LiveStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Li
     _worker_deps.cache_clear()
     yield live_stack
     _worker_deps.cache_clear()
-
-
-@pytest.fixture
-def emitted() -> Iterator[LogCollector]:
-    with service_log_lines() as handler:
-        yield handler
 
 
 def whmcs_actions(stack: LiveStack) -> list[str]:

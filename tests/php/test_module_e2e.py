@@ -29,6 +29,7 @@ from tests.support.php_module import (
     Recorded,
     assert_log_clean,
     backend,
+    calls,
     free_port,
     run_driver,
     steps,
@@ -160,17 +161,7 @@ def test_identical_calls_in_one_second_are_signed_differently(backend: FakeBacke
 
 
 def test_meta_data_and_config_options() -> None:
-    report = run_driver(
-        "127.0.0.1:9",
-        SECRET,
-        {
-            "steps": [
-                {"name": "meta", "fn": "MetaData"},
-                {"name": "config", "fn": "ConfigOptions"},
-                {"name": "hooks", "fn": "Hooks"},
-            ]
-        },
-    )
+    report = run_driver("127.0.0.1:9", SECRET, calls(meta="MetaData", config="ConfigOptions", hooks="Hooks"))
     s = steps(report)
     assert s["meta"]["result"] == {
         "DisplayName": "ComputeStacks",

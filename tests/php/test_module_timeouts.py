@@ -25,6 +25,7 @@ from tests.support.php_module import (
     FakeBackend,
     assert_log_clean,
     backend,  # noqa: F401 - the fixture, used by name
+    calls,
     free_port,
     run_driver,
     steps,
@@ -270,17 +271,8 @@ def test_the_backends_own_504_is_passed_on_as_the_backends(backend: FakeBackend)
     )
     backend.answer("/v1/accounts/unsuspend", 504, {"message": "Endpoint request timed out"})
     backend.answer("/v1/accounts/terminate", 502, {"message": "Internal server error"})
-    report = run_driver(
-        backend.host,
-        SECRET,
-        {
-            "steps": [
-                {"name": "own", "fn": "SuspendAccount"},
-                {"name": "gateway", "fn": "UnsuspendAccount"},
-                {"name": "crash", "fn": "TerminateAccount"},
-            ]
-        },
-    )
+    report = run_driver(backend.host, SECRET,
+                        calls(own="SuspendAccount", gateway="UnsuspendAccount", crash="TerminateAccount"))
     s = steps(report)
     # Then the admin reads the backend's sentence, marked as the backend's answer
     assert s["own"]["result"] == (

@@ -11,25 +11,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import LiveStack
 from tests.security.conftest import Signer, Snapshot, create_body, error_shape_problems, link_account, post, seed_order
-from tests.support.endpoints import refused_port
+from tests.support.endpoints import closed_port
+
+__all__ = ["closed_port"]  # the fixture (tests/support/endpoints.py), used by name
 
 pytestmark = pytest.mark.integration
 
 FAST = 2.5  # seconds: generous for a loaded machine, and still under the 3 s connect timeout of production
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A loopback port that refuses connections: bound (so nobody else takes it) but never listening."""
-    with refused_port() as port:
-        yield port
 
 
 def point(monkeypatch: pytest.MonkeyPatch, name: str, port: int) -> None:

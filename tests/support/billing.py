@@ -6,6 +6,7 @@ template.yaml's own definitions."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -31,6 +32,7 @@ from cswhmcs.billing.run import run_billing
 from cswhmcs.billing.usage import iso
 from cswhmcs.billing.worker import WorkerDeps
 from cswhmcs.errors import NotFound, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from tests.support.clocks import Clock
 
 if TYPE_CHECKING:
     from cswhmcs import ports
@@ -122,12 +124,17 @@ class FakeWhmcs:
         return len(self.items)
 
 
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
+class ListSink:
+    """The work queue as the planner sees it (its ``sink``): every message sent, in order, in ``sent``."""
 
-    def __call__(self) -> datetime:
-        return self.now
+    def __init__(self) -> None:
+        self.sent: list[WorkMessage] = []
+
+    def send(self, messages: list[WorkMessage]) -> None:
+        self.sent += messages
+
+    def flush(self) -> None:
+        pass
 
 
 @dataclass
@@ -179,6 +186,15 @@ def world() -> Iterator[World]:
 
 def message(account: Account, as_of: datetime = AS_OF, kind: str = BILL, unit: str = "quantity") -> WorkMessage:
     return WorkMessage(RunContext(f"{kind}#{iso(as_of)}", kind, as_of, unit), account)
+
+
+def worker_event(bodies: dict[str, str]) -> dict[str, Any]:
+    """The billing worker's SQS event (events/billing_worker.json) with a record per item of ``bodies``
+    (message id: body), in that order."""
+    event: dict[str, Any] = json.loads((ROOT / "events/billing_worker.json").read_text())
+    record = event["Records"][0]
+    event["Records"] = [dict(record, messageId=message_id, body=body) for message_id, body in bodies.items()]
+    return event
 
 
 def month_of_usage(cs: FakeCS, uid: int, *, product: int = 1, sp: int = 1, total: str = "0.02054795",

@@ -1,5 +1,6 @@
 """Endpoints that hang, for the timeout tests: ``Silent`` accepts connections and never answers;
-``read_request`` reads one HTTP request off a connection, for the fakes that answer slowly or not at all."""
+``read_request`` reads one HTTP request off a connection, for the fakes that answer slowly or not at all;
+``refused_port`` (and the ``closed_port`` fixture), a port that refuses connections."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Self
+
+import pytest
 
 from cswhmcs.config import Settings
 
@@ -81,6 +84,13 @@ def refused_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
     finally:
         sock.close()
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections (``refused_port``) for the test."""
+    with refused_port() as port:
+        yield port
 
 
 class Silent(LoopbackListener):

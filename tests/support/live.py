@@ -1,8 +1,9 @@
 """Requests and seeds for the live stack (``tests.conftest.LiveStack``: `cswhmcs serve` in front of the
-sandboxes): the module's account parameters, a created account, a paid order in the WHMCS sandbox."""
+sandboxes): the module's account parameters, a created account, a paid order in the WHMCS sandbox, a timed call."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -44,6 +45,13 @@ def create(stack: LiveStack, serviceid: int = 42, **over: Any) -> dict[str, Any]
     assert resp.status_code == 200, resp.text
     body: dict[str, Any] = resp.json()
     return body
+
+
+def timed_call(stack: LiveStack, route: str, payload: Any, *, timeout: float) -> tuple[Any, float]:
+    """``stack.call`` (signed), and how many seconds it took to be answered."""
+    started = time.monotonic()
+    resp = stack.call(route, payload, timeout=timeout)
+    return resp, time.monotonic() - started
 
 
 def seed_order(stack: LiveStack, *, currency: str = "USD", amounts: tuple[str, ...] = ("25.00",),

@@ -6,6 +6,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
+
 
 class LogCollector(logging.Handler):
     """Keeps every record it is given, formatted, in ``lines``."""
@@ -32,3 +34,10 @@ def service_log_lines(formatter: logging.Formatter | None = None) -> Iterator[Lo
         yield handler
     finally:
         base.removeHandler(handler)
+
+
+@pytest.fixture
+def emitted() -> Iterator[LogCollector]:
+    """Every line the service logger emits during the test, formatted exactly as Lambda would write it (JSON)."""
+    with service_log_lines() as handler:
+        yield handler

@@ -48,6 +48,11 @@ def run_driver(api_host: str, secret: str, scenario: dict[str, Any], timeout: fl
     return report
 
 
+def calls(**functions: str) -> dict[str, Any]:
+    """A driver scenario of plain calls, in order: step name = the module function it calls."""
+    return {"steps": [{"name": name, "fn": fn} for name, fn in functions.items()]}
+
+
 def steps(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in report["steps"]}
 
@@ -66,18 +71,10 @@ def free_port() -> int:
 
 
 OVERVIEW = {
-    "result": "success",
-    "username": "ann@example.org",
-    "cs_user_id": 17,
-    "active": True,
-    "projects": 2,
-    "services": 5,
-    "run_rate": "12.30",
-    "current_usage": "4.05",
-    "currency": "EUR",
-    "currency_symbol": "€",
-    "run_rate_display": "€12.30",
-    "current_usage_display": "€4.05",
+    "result": "success", "username": "ann@example.org", "cs_user_id": 17, "active": True, "projects": 2, "services": 5,
+    # the month's money, in the account's currency, as the backend formats it
+    "run_rate": "12.30", "current_usage": "4.05", "currency": "EUR", "currency_symbol": "€",
+    "run_rate_display": "€12.30", "current_usage_display": "€4.05",
 }
 SUCCESS: dict[str, dict[str, Any]] = {
     "/v1/accounts/create": {"result": "success", "username": "ann@example.org", "cs_user_id": 17},

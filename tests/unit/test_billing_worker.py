@@ -26,10 +26,12 @@ from tests.support.billing import (
     AS_OF,
     OCT,
     ROOT,
+    ListSink,
     SimulatedCrash,
     World,
     message,
     month_of_usage,
+    worker_event,
     world,
 )
 
@@ -405,10 +407,7 @@ def test_worker_handler_reports_only_failed_records(world: World) -> None:
     bad = world.add_account(11, 4, 5, cs_cur="CHF")
     month_of_usage(world.cs, 2)
     month_of_usage(world.cs, 4)
-    event = json.loads((ROOT / "events/billing_worker.json").read_text())
-    template = event["Records"][0]
-    event["Records"] = [dict(template, messageId="m-ok", body=message(ok).to_json()),
-                        dict(template, messageId="m-bad", body=message(bad).to_json())]
+    event = worker_event({"m-ok": message(ok).to_json(), "m-bad": message(bad).to_json()})
 
     answer = worker_handler(event, None, {}, deps=world.deps())
 
@@ -516,18 +515,15 @@ def test_resend_after_too_many_refusals_really_sends(world: World) -> None:
     assert list(world.ledger.attention()) == []
 
 
-class BrokenSink:
+class BrokenSink(ListSink):
     def __init__(self, fail_after: int | None) -> None:
+        super().__init__()
         self.fail_after = fail_after
-        self.sent: list[Any] = []
 
-    def send(self, messages: list[Any]) -> None:
+    def send(self, messages: list[WorkMessage]) -> None:
         if self.fail_after is not None and len(self.sent) >= self.fail_after:
             raise RuntimeError("SQS is throttling")
-        self.sent += messages
-
-    def flush(self) -> None:
-        pass
+        super().send(messages)
 
 
 def test_a_planner_that_failed_is_resumed_by_the_retry(world: World) -> None:
@@ -550,17 +546,6 @@ def test_a_planner_that_failed_is_resumed_by_the_retry(world: World) -> None:
     assert sorted(m.account.service_id for m in sink.sent) == [10, 11]
 
 
-class ReviewListSink:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def send(self, messages: list[Any]) -> None:
-        self.sent += messages
-
-    def flush(self) -> None:
-        pass
-
-
 @pytest.mark.parametrize(("scheduled", "tz"), [
     ("2026-11-01T03:00:00Z", "America/New_York"),  # 23:00 EDT on 31 October
     ("2026-12-01T04:00:00Z", "America/New_York"),  # 23:00 EST on 30 November (after the DST change)
@@ -575,7 +560,7 @@ def test_a_month_end_scheduled_in_a_time_zone_bills_that_zone_s_month(world: Wor
     acct = world.add_account(10, 2, 3)
     world.cs.add_usage(2, product=1, sp=1, total="5", end=parse_time(scheduled) - timedelta(days=2))
     trigger = parse_trigger({"mode": "bill", "scheduled_time": scheduled, "timezone": tz})
-    sink = ReviewListSink()
+    sink = ListSink()
     plan_run(trigger, ledger=world.ledger, accounts=world.accounts, whmcs=world.whmcs, sink=sink, segments=1)
     [msg] = sink.sent
 

@@ -28,6 +28,7 @@ from cswhmcs.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from tests.support.clocks import FakeClock
 from tests.support.cs_http import (
     BASE,
     KEY,
@@ -799,18 +800,7 @@ def test_a_rotated_secret_is_scrubbed_from_messages_too() -> None:
 # ---------------------------------------------------------------------------- deadline (issue 8)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def hanging(clock: Clock) -> Handler:
+def hanging(clock: FakeClock) -> Handler:
     """ComputeStacks that never answers: each attempt lasts its whole read timeout."""
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -824,7 +814,7 @@ def test_a_hanging_computestacks_ends_inside_the_deadline() -> None:
     from cswhmcs import deadline
 
     # Given ComputeStacks hanging, a 10 s timeout, and 23 s left
-    clock = Clock()
+    clock = FakeClock()
     requests: list[httpx.Request] = []
     handler = hanging(clock)
 

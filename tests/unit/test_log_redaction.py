@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -15,13 +14,9 @@ import pytest
 from moto import mock_aws
 
 from tests.conftest import ROOT
-from tests.support.logs import LogCollector, service_log_lines
+from tests.support.logs import LogCollector, emitted, service_log_lines
 
-
-@pytest.fixture
-def emitted() -> Iterator[LogCollector]:
-    with service_log_lines() as handler:
-        yield handler
+__all__ = ["emitted"]  # the fixture (tests/support/logs.py), used by name
 
 
 def test_secret_values_inside_extra_dicts_and_lists_are_masked(emitted: LogCollector) -> None:

@@ -13,20 +13,13 @@ from cswhmcs.accounts.lookup import resolve
 from cswhmcs.api import Request
 from cswhmcs.errors import NotFound, UpstreamTimeout
 from cswhmcs.models import ServiceParams, parse
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clocks import FakeClock
 
 
 class SlowComputeStacks:
     """Each lookup misses after ``seconds``."""
 
-    def __init__(self, clock: Clock, seconds: float) -> None:
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
         self.clock = clock
         self.seconds = seconds
         self.lookups: list[str] = []
@@ -51,7 +44,7 @@ def request(cs: SlowComputeStacks) -> tuple[Request, ServiceParams]:
 
 def test_the_chain_stops_when_the_budget_is_gone() -> None:
     # Given ComputeStacks taking 9 s per lookup and 15 s left
-    clock = Clock()
+    clock = FakeClock()
     cs = SlowComputeStacks(clock, 9)
     req, params = request(cs)
     # When the account is resolved
@@ -63,7 +56,7 @@ def test_the_chain_stops_when_the_budget_is_gone() -> None:
 
 
 def test_with_time_the_whole_chain_runs_and_a_miss_is_not_found() -> None:
-    clock = Clock()
+    clock = FakeClock()
     cs = SlowComputeStacks(clock, 1)
     req, params = request(cs)
     with deadline.use(deadline.Deadline.after(15, clock=clock)), pytest.raises(NotFound):

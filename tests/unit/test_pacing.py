@@ -8,27 +8,13 @@ import time
 import pytest
 
 from cswhmcs.adapters.pacing import Pacer, TokenBucket
-
-
-class FakeTime:
-    """A clock that only moves when someone sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from tests.support.clocks import FakeClock
 
 
 def test_burst_passes_at_once_then_requests_are_spaced_by_the_rate() -> None:
     # Given a bucket of 3 tokens refilled at 2 per second
-    t = FakeTime()
-    bucket = TokenBucket(2.0, 3, clock=t.clock, sleep=t.sleep)
+    t = FakeClock(1000.0)  # moves only when someone sleeps
+    bucket = TokenBucket(2.0, 3, clock=t, sleep=t.sleep)
     # When 5 requests are made back to back
     waits = [bucket.acquire() for _ in range(5)]
     # Then the first 3 do not wait and the next ones wait half a second each
@@ -38,8 +24,8 @@ def test_burst_passes_at_once_then_requests_are_spaced_by_the_rate() -> None:
 
 def test_idle_time_refills_up_to_the_burst_only() -> None:
     # Given an empty bucket
-    t = FakeTime()
-    bucket = TokenBucket(1.0, 2, clock=t.clock, sleep=t.sleep)
+    t = FakeClock(1000.0)  # moves only when someone sleeps
+    bucket = TokenBucket(1.0, 2, clock=t, sleep=t.sleep)
     bucket.acquire()
     bucket.acquire()
     # When a long time passes
@@ -52,8 +38,8 @@ def test_idle_time_refills_up_to_the_burst_only() -> None:
 
 def test_computestacks_bucket_never_exceeds_the_limit_in_any_window() -> None:
     # Given the bucket sized for ComputeStacks' 2,500 requests per 300 s (with 10 % headroom)
-    t = FakeTime()
-    bucket = TokenBucket.for_computestacks(clock=t.clock, sleep=t.sleep)
+    t = FakeClock(1000.0)  # moves only when someone sleeps
+    bucket = TokenBucket.for_computestacks(clock=t, sleep=t.sleep)
     # When 6,000 requests go out as fast as the bucket lets them
     stamps = []
     for _ in range(6000):
@@ -126,8 +112,8 @@ def test_a_wait_longer_than_allowed_does_not_start_and_takes_no_token() -> None:
     # Given an empty bucket refilled at 1 token per 2 s
     from cswhmcs.adapters.pacing import PacingOutOfTime
 
-    t = FakeTime()
-    bucket = TokenBucket(0.5, 1, clock=t.clock, sleep=t.sleep)
+    t = FakeClock(1000.0)  # moves only when someone sleeps
+    bucket = TokenBucket(0.5, 1, clock=t, sleep=t.sleep)
     bucket.acquire()
     # When a caller may wait 1.5 s but its token would take 2 s
     with pytest.raises(PacingOutOfTime) as caught:
@@ -142,13 +128,13 @@ def test_the_wait_is_bounded_by_the_current_deadline_by_default() -> None:
     from cswhmcs import deadline
     from cswhmcs.adapters.pacing import PacingOutOfTime
 
-    t = FakeTime()
-    bucket = TokenBucket(0.5, 1, clock=t.clock, sleep=t.sleep)
+    t = FakeClock(1000.0)  # moves only when someone sleeps
+    bucket = TokenBucket(0.5, 1, clock=t, sleep=t.sleep)
     bucket.acquire()
-    with deadline.use(deadline.Deadline.after(1.0, clock=t.clock)), pytest.raises(PacingOutOfTime):
+    with deadline.use(deadline.Deadline.after(1.0, clock=t)), pytest.raises(PacingOutOfTime):
         bucket.acquire()
     assert t.sleeps == []
-    with deadline.use(deadline.Deadline.after(3.0, clock=t.clock)):
+    with deadline.use(deadline.Deadline.after(3.0, clock=t)):
         assert bucket.acquire() == 2.0
 
 
@@ -161,8 +147,8 @@ def test_a_client_whose_pacer_wait_does_not_fit_sends_nothing_and_raises_out_of_
     from cswhmcs.adapters.whmcs import WhmcsClient
     from cswhmcs.api import error_response
 
-    t = FakeTime()
-    bucket = TokenBucket(0.1, 1, clock=t.clock, sleep=t.sleep)
+    t = FakeClock(1000.0)  # moves only when someone sleeps
+    bucket = TokenBucket(0.1, 1, clock=t, sleep=t.sleep)
     bucket.acquire()
     sent: list[httpx.Request] = []
 
@@ -173,13 +159,13 @@ def test_a_client_whose_pacer_wait_does_not_fit_sends_nothing_and_raises_out_of_
     client = WhmcsClient("https://whmcs.example/includes/api.php", "ident", "secret-value", None, pacer=bucket,
                          transport=httpx.MockTransport(answer), sleep=t.sleep, timeout=2.0, connect_timeout=1.0)
     # When it is asked for something
-    with deadline.use(deadline.Deadline.after(8.0, clock=t.clock)), pytest.raises(OutOfTime) as caught:
+    with deadline.use(deadline.Deadline.after(8.0, clock=t)), pytest.raises(OutOfTime) as caught:
         client.version()
     # Then the pacer's wait never started, no token was spent, nothing was sent, and it is a 504
     assert t.sleeps == [] and sent == [] and client.request_count == 0
     assert error_response(caught.value)["statusCode"] == 504
     assert bucket.available == 0.0
     # And with time for the wait plus an attempt, it waits and sends
-    with deadline.use(deadline.Deadline.after(14.0, clock=t.clock)):
+    with deadline.use(deadline.Deadline.after(14.0, clock=t)):
         client.version()
     assert t.sleeps == [10.0] and len(sent) == 1

@@ -15,7 +15,8 @@ from cswhmcs.billing.handlers import planner_handler
 from cswhmcs.billing.messages import BILL, WorkMessage
 from cswhmcs.billing.planner import PLANNER_MARGIN_SECONDS, PlanningOutOfTime, Trigger, plan_run
 from cswhmcs.billing.usage import iso
-from tests.support.billing import AS_OF, World, world
+from tests.support.billing import AS_OF, ListSink, World, world
+from tests.support.clocks import FakeClock
 
 __all__ = ["world"]  # the fixture
 
@@ -78,34 +79,23 @@ def test_a_planner_without_time_left_releases_the_run_for_its_retry(world: World
     assert run_item(world)["status"] == "planned"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class SlowSink:
+class SlowSink(ListSink):
     """Each page takes ``seconds`` of the fake clock."""
 
     def __init__(self, clock: FakeClock, seconds: float) -> None:
+        super().__init__()
         self.clock, self.seconds = clock, seconds
-        self.sent: list[WorkMessage] = []
 
     def send(self, messages: list[WorkMessage]) -> None:
-        self.clock.now += self.seconds
-        self.sent += messages
-
-    def flush(self) -> None:
-        pass
+        self.clock.advance(self.seconds)
+        super().send(messages)
 
 
 def test_a_planner_that_runs_out_of_time_mid_scan_stops_and_is_resumed(world: World) -> None:
     # Given three accounts, one per page, and pages that take 4 s of a 6 s budget each
     for sid, uid, cid in ((10, 2, 3), (11, 4, 5), (12, 6, 7)):
         world.add_account(sid, uid, cid)
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     sink = SlowSink(clock, 4.0)
     trigger = Trigger(BILL, AS_OF)
     # When the planner runs

@@ -29,6 +29,7 @@ from cswhmcs.adapters.retry import OutOfTime
 from cswhmcs.config import Settings
 from cswhmcs.deadline import Deadline
 from cswhmcs.errors import RateLimited
+from tests.support.clocks import FakeClock
 from tests.support.scripted import next_answer
 
 URL = "https://billing.example.com/modules/servers/computestacks/billing.php"
@@ -273,17 +274,6 @@ def test_no_secret_means_nothing_is_sent() -> None:
 # ---------------------------------------------------------------------- time
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
 def test_nothing_is_sent_when_a_whole_attempt_does_not_fit_the_deadline() -> None:
     # Given an attempt of 2.5 s (2 s to answer + 0.5 s to connect) and 2 s left
     script = Script()
@@ -296,7 +286,7 @@ def test_nothing_is_sent_when_a_whole_attempt_does_not_fit_the_deadline() -> Non
 
 def test_retries_stop_when_the_next_whole_attempt_would_not_fit() -> None:
     # Given a fake clock: each attempt takes 0.4 s, the deadline is 3 s away, an attempt needs 2.5 s
-    clock = Clock()
+    clock = FakeClock()
     script = Script(httpx.Response(502, text="bad gateway"), on_request=lambda: clock.advance(0.4))
     c = ReceiverClient(URL, lambda: SECRETS, timeout=2.0, connect_timeout=0.5, sleep=clock.advance,
                        transport=httpx.MockTransport(script))

@@ -23,21 +23,9 @@ from cswhmcs.adapters.retry import (
 )
 from cswhmcs.deadline import Deadline
 from cswhmcs.errors import RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from tests.support.clocks import FakeClock
 
 REQUEST = httpx.Request("GET", "https://upstream.example/x")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class Upstream:
@@ -88,7 +76,7 @@ def run(r: Retrier, up: Upstream, limit: Deadline, *, resend: bool = True, mutat
 
 def test_a_deadline_counts_down_and_never_does_not() -> None:
     # Given a deadline 5 s away on a fake clock
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     d = Deadline.after(5, clock=clock)
     # When time passes
     clock.now += 4.5
@@ -146,7 +134,7 @@ def test_use_sets_the_current_deadline_for_the_block_and_this_thread_only() -> N
 
 def test_a_hanging_upstream_ends_exactly_at_the_deadline() -> None:
     # Given an upstream that never answers, a 10 s read timeout and 23 s left
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     up = Upstream(clock, "hang")
     r = retrier(clock)
     # When a GET is made
@@ -162,7 +150,7 @@ def test_a_hanging_upstream_ends_exactly_at_the_deadline() -> None:
 
 def test_the_connect_timeout_is_cut_to_the_remaining_time_too() -> None:
     # Given 1.5 s left
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     up = Upstream(clock, httpx.Response(200, text="ok"))
     # When an attempt is made
     run(retrier(clock), up, Deadline.after(1.5, clock=clock))
@@ -171,7 +159,7 @@ def test_the_connect_timeout_is_cut_to_the_remaining_time_too() -> None:
 
 
 def test_without_a_deadline_the_configured_timeouts_apply() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     up = Upstream(clock, httpx.Response(200, text="ok"))
     assert run(retrier(clock, timeout=4, connect=1.5), up, Deadline.never()) == "ok"
     assert (up.timeouts[0].connect, up.timeouts[0].read) == (1.5, 4.0)
@@ -179,7 +167,7 @@ def test_without_a_deadline_the_configured_timeouts_apply() -> None:
 
 def test_no_backoff_is_started_that_does_not_leave_time_for_an_attempt() -> None:
     # Given an upstream answering 503 at once, and 0.4 s left
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     up = Upstream(clock, httpx.Response(503))
     # When a GET is made
     with pytest.raises(UpstreamError) as caught:
@@ -190,7 +178,7 @@ def test_no_backoff_is_started_that_does_not_leave_time_for_an_attempt() -> None
 
 
 def test_nothing_is_sent_when_the_budget_is_already_gone() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     up = Upstream(clock, httpx.Response(200, text="ok"))
     with pytest.raises(OutOfTime) as caught:
         run(retrier(clock), up, Deadline.after(0.1, clock=clock))
@@ -201,7 +189,7 @@ def test_nothing_is_sent_when_the_budget_is_already_gone() -> None:
 
 def test_a_request_that_must_not_be_resent_is_only_sent_with_a_whole_attempt_ahead() -> None:
     # Given 12.9 s left and an attempt that may take 3 s to connect plus 10 s to answer
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     up = Upstream(clock, httpx.Response(200, text="created"))
     r = retrier(clock)
     # When a create (never re-sent) is to be sent
@@ -215,7 +203,7 @@ def test_a_request_that_must_not_be_resent_is_only_sent_with_a_whole_attempt_ahe
 
 
 def test_a_pacer_that_waits_past_the_deadline_sends_nothing() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     up = Upstream(clock, httpx.Response(200, text="ok"))
     r = retrier(clock, pacer=lambda: clock.sleep(6))
     with pytest.raises(OutOfTime):
@@ -225,7 +213,7 @@ def test_a_pacer_that_waits_past_the_deadline_sends_nothing() -> None:
 
 def test_an_earlier_attempt_that_may_have_been_applied_decides_the_error() -> None:
     # Given a PATCH whose first answer was lost, then connection failures
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     up = Upstream(clock, httpx.ReadTimeout("t", request=REQUEST), httpx.ConnectError("refused", request=REQUEST))
     # When the retries are spent
     with pytest.raises(UpstreamTimeout) as caught:
@@ -237,14 +225,14 @@ def test_an_earlier_attempt_that_may_have_been_applied_decides_the_error() -> No
 
 
 def test_connect_failures_are_retried_even_for_requests_never_resent() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     up = Upstream(clock, httpx.ConnectError("refused", request=REQUEST), httpx.Response(200, text="ok"))
     assert run(retrier(clock), up, Deadline.never(), resend=False, mutating=True) == "ok"
     assert len(up.timeouts) == 2 and clock.sleeps == [0.25]
 
 
 def test_resend_goes_again_at_once_without_counting_as_a_retry() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     up = Upstream(clock, httpx.Response(401), httpx.Response(503), httpx.Response(503), httpx.Response(200, text="ok"))
     asked = []
 
@@ -262,7 +250,7 @@ def test_resend_goes_again_at_once_without_counting_as_a_retry() -> None:
 
 
 def test_a_429_is_waited_for_when_its_retry_after_fits() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     up = Upstream(clock, throttled("7"), httpx.Response(200, text="ok"))
     assert run(retrier(clock), up, Deadline.after(23, clock=clock)) == "ok"
     assert clock.sleeps == [7.0]
@@ -270,7 +258,7 @@ def test_a_429_is_waited_for_when_its_retry_after_fits() -> None:
 
 def test_a_429_whose_retry_after_does_not_fit_is_a_504_at_once() -> None:
     # Given ComputeStacks asking to wait 120 s, and 23 s left
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     up = Upstream(clock, throttled("120"))
     # When a request is made
     with pytest.raises(RateLimited) as caught:
@@ -285,7 +273,7 @@ def test_a_429_whose_retry_after_does_not_fit_is_a_504_at_once() -> None:
 
 def test_429_waits_stop_at_the_deadline_even_when_each_one_fits() -> None:
     # Given 9 s left and a 429 asking 4 s every time
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     up = Upstream(clock, throttled("4"))
     with pytest.raises(RateLimited):
         run(retrier(clock), up, Deadline.after(9, clock=clock))
@@ -295,7 +283,7 @@ def test_429_waits_stop_at_the_deadline_even_when_each_one_fits() -> None:
 
 
 def test_without_a_deadline_429_waits_are_capped_by_the_policy() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     up = Upstream(clock, throttled("4"))
     with pytest.raises(RateLimited) as caught:
         run(retrier(clock, policy=RetryPolicy(max_throttle_wait=10)), up, Deadline.never())

@@ -16,27 +16,12 @@ from cswhmcs.adapters.dynamo import OrderCredit
 from cswhmcs.api import Request
 from cswhmcs.config import Settings
 from cswhmcs.errors import Conflict
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-        self.sleeps: list[float] = []
-        self.on_sleep: list[Any] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        for hook in self.on_sleep:
-            hook()
+from tests.support.clocks import FakeClock
 
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
+    fake = FakeClock(5000.0)
     monkeypatch.setattr(credit, "time", types.SimpleNamespace(monotonic=fake, sleep=fake.sleep, time=lambda: 0.0))
     return fake
 
@@ -146,7 +131,7 @@ def test_waiting_for_another_workers_probe_never_passes_the_accounts_budget(monk
     from cswhmcs.billing import credentials
     from cswhmcs.billing.credentials import CredentialCheckPending, MemoryCredentialStore, RunCredentialGate
 
-    fake = FakeClock()
+    fake = FakeClock(5000.0)
     monkeypatch.setattr(credentials, "time", types.SimpleNamespace(monotonic=fake))
     store = MemoryCredentialStore(clock=fake)
     from cswhmcs.factory import fingerprint

@@ -4,7 +4,6 @@ Uses the in-memory fakes and moto tables of tests/support/billing.py."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from cswhmcs import deadline
@@ -12,7 +11,7 @@ from cswhmcs.adapters.retry import OutOfTime
 from cswhmcs.billing.handlers import worker_handler
 from cswhmcs.billing.worker import WORKER_MARGIN_SECONDS, process_account
 from cswhmcs.errors import RateLimited
-from tests.support.billing import ROOT, FakeWhmcs, World, message, month_of_usage, world
+from tests.support.billing import FakeWhmcs, World, message, month_of_usage, worker_event, world
 
 __all__ = ["world"]  # the fixture
 
@@ -103,10 +102,7 @@ def test_the_lambda_handler_gives_each_record_its_remaining_time_less_the_margin
     one, two = world.add_account(10, 2, 3), world.add_account(11, 4, 5)
     month_of_usage(world.cs, 2)
     month_of_usage(world.cs, 4)
-    event = json.loads((ROOT / "events/billing_worker.json").read_text())
-    template = event["Records"][0]
-    event["Records"] = [dict(template, messageId="m1", body=message(one).to_json()),
-                        dict(template, messageId="m2", body=message(two).to_json())]
+    event = worker_event({"m1": message(one).to_json(), "m2": message(two).to_json()})
     context = Context(60_000, int((WORKER_MARGIN_SECONDS + 3) * 1000))
     # When the batch is handled
     answer = worker_handler(event, context, {}, deps=world.deps())

@@ -6,7 +6,6 @@ tests/support/billing.py)."""
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,7 +27,7 @@ from cswhmcs.billing.run import run_billing
 from cswhmcs.billing.usage import iso
 from cswhmcs.billing.worker import process_account, process_accounts
 from cswhmcs.errors import RateLimited
-from tests.support.billing import AS_OF, OCT, ROOT, FakeReceiver, SimulatedCrash, World, message, setup, world
+from tests.support.billing import AS_OF, OCT, FakeReceiver, SimulatedCrash, World, message, setup, worker_event, world
 
 __all__ = ["world"]  # the fixture
 
@@ -431,12 +430,8 @@ def test_the_lambda_handler_processes_the_batch_as_one_group(world: World) -> No
     also = world.add_account(12, 6, 7)
     for uid in (2, 4, 6):
         usage(world, uid)
-    event = json.loads((ROOT / "events/billing_worker.json").read_text())
-    template = event["Records"][0]
-    event["Records"] = [dict(template, messageId="m-ok", body=message(ok).to_json()),
-                        dict(template, messageId="m-junk", body="{not json"),
-                        dict(template, messageId="m-bad", body=message(bad).to_json()),
-                        dict(template, messageId="m-also", body=message(also).to_json())]
+    event = worker_event({"m-ok": message(ok).to_json(), "m-junk": "{not json", "m-bad": message(bad).to_json(),
+                          "m-also": message(also).to_json()})
 
     answer = worker_handler(event, None, {}, deps=use(world, receiver))
 

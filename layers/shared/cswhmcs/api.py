@@ -180,23 +180,24 @@ def _serve(route: str, action: Action, event: dict[str, Any], context: Any, *, a
                                       "ms": round((time.perf_counter() - started) * 1000, 1), **refusal})
 
 
-def make_handler(route: str, action: Action) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-    """The exported ``lambda_handler`` of one route's function."""
+def _lambda_handler(route: str, action: Action,
+                    serve: Callable[[str, Action, dict[str, Any], Any], dict[str, Any]],
+                    ) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """A function's ``lambda_handler``: ``serve`` (``handle`` or ``handle_token``) for ``route``'s ``action``."""
 
     def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-        return handle(route, action, event, context)
+        return serve(route, action, event, context)
 
     lambda_handler.__name__ = "lambda_handler"
     lambda_handler.route = route  # type: ignore[attr-defined]
     return lambda_handler
+
+
+def make_handler(route: str, action: Action) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The exported ``lambda_handler`` of one route's function."""
+    return _lambda_handler(route, action, handle)
 
 
 def make_token_handler(route: str, action: Action) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """The exported ``lambda_handler`` of the token-authenticated route (``/v1/hooks/cs-user``)."""
-
-    def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-        return handle_token(route, action, event, context)
-
-    lambda_handler.__name__ = "lambda_handler"
-    lambda_handler.route = route  # type: ignore[attr-defined]
-    return lambda_handler
+    return _lambda_handler(route, action, handle_token)

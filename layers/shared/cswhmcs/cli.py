@@ -83,6 +83,16 @@ def _cmd_curl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write(text: str, path: str | None) -> int:
+    """``text`` into the file ``path`` (UTF-8), or to stdout when there is none; the command's exit code."""
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _cmd_sign_event(args: argparse.Namespace) -> int:
     """Re-sign an API Gateway event file (events/*.json) with a fresh timestamp, for `sam local invoke -e`."""
     from cswhmcs.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_headers
@@ -99,13 +109,7 @@ def _cmd_sign_event(args: argparse.Namespace) -> int:
     multi = event.setdefault("multiValueHeaders", {})
     multi[TIMESTAMP_HEADER] = [fresh[TIMESTAMP_HEADER]]
     multi[SIGNATURE_HEADER] = [fresh[SIGNATURE_HEADER]]
-    out = json.dumps(event, indent=2, ensure_ascii=False) + "\n"
-    if args.in_place:
-        with open(args.event, "w", encoding="utf-8") as fh:
-            fh.write(out)
-    else:
-        sys.stdout.write(out)
-    return 0
+    return _write(json.dumps(event, indent=2, ensure_ascii=False) + "\n", args.event if args.in_place else None)
 
 
 def _cmd_credits(args: argparse.Namespace) -> int:
@@ -154,13 +158,7 @@ def _cmd_openapi(args: argparse.Namespace) -> int:
     """The API as an OpenAPI 3.1 document (docs/openapi.json is this output, checked by the tests)."""
     from cswhmcs.contract import openapi
 
-    text = json.dumps(openapi(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return _write(json.dumps(openapi(), indent=2, sort_keys=True, ensure_ascii=False) + "\n", args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,51 +18,41 @@ class DomainError(Exception):
         if code:
             self.code = code
 
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None, **kwargs: object) -> None:
+        """``class X(DomainError, status=..., code=...)``: the subclass's HTTP status and API code."""
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status = status
+        if code is not None:
+            cls.code = code
 
-class BadRequest(DomainError):
+
+class BadRequest(DomainError, status=400, code="bad_request"):
     """The body is not a JSON object, or too large."""
 
-    status = 400
-    code = "bad_request"
 
-
-class Unauthorized(DomainError):
+class Unauthorized(DomainError, status=401, code="unauthorized"):
     """Signature missing, wrong, stale or replayed."""
 
-    status = 401
-    code = "unauthorized"
 
-
-class NotFound(DomainError):
+class NotFound(DomainError, status=404, code="account_not_found"):
     """The service has no ComputeStacks account."""
 
-    status = 404
-    code = "account_not_found"
 
-
-class Conflict(DomainError):
+class Conflict(DomainError, status=409, code="conflict"):
     """A conflicting state, e.g. the email belongs to another ComputeStacks user."""
 
-    status = 409
-    code = "conflict"
 
-
-class InvalidInput(DomainError):
+class InvalidInput(DomainError, status=422, code="invalid_field"):
     """A required field is missing or invalid; the message names the field."""
-
-    status = 422
-    code = "invalid_field"
 
     def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.field = field
 
 
-class UpstreamRejected(DomainError):
+class UpstreamRejected(DomainError, status=422, code="upstream_rejected"):
     """ComputeStacks or WHMCS refused the data (validation); its messages are passed on."""
-
-    status = 422
-    code = "upstream_rejected"
 
     def __init__(self, message: str, *, upstream: str, messages: list[str] | None = None,
                  code: str | None = None) -> None:
@@ -78,11 +68,8 @@ class EmailTaken(UpstreamRejected):
     handles it (account creation adopts the user when it is this service's own, else answers 409)."""
 
 
-class UpstreamError(DomainError):
+class UpstreamError(DomainError, status=502, code="upstream_error"):
     """ComputeStacks or WHMCS answered with an error, a 5xx, or something that is not JSON."""
-
-    status = 502
-    code = "upstream_error"
 
     def __init__(self, message: str, *, upstream: str, http_status: int | None = None,
                  code: str | None = None) -> None:
@@ -105,13 +92,11 @@ class UpstreamApiError(UpstreamError):
         self.upstream_message = upstream_message
 
 
-class UpstreamAuthFailed(UpstreamError):
+class UpstreamAuthFailed(UpstreamError, code="upstream_auth_failed"):
     """The upstream refused our API credentials (a configuration problem, not the caller's)."""
 
-    code = "upstream_auth_failed"
 
-
-class UpstreamTimeout(DomainError):
+class UpstreamTimeout(DomainError, status=504, code="upstream_timeout"):
     """ComputeStacks or WHMCS did not answer in time.
 
     ``maybe_applied`` is True when the request was fully sent before the wait ran out: the
@@ -119,29 +104,22 @@ class UpstreamTimeout(DomainError):
     effect (AddBillableItem, AddCredit) treat that case as ambiguous, never as a failure.
     """
 
-    status = 504
-    code = "upstream_timeout"
-
     def __init__(self, message: str, *, upstream: str, maybe_applied: bool, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.upstream = upstream
         self.maybe_applied = maybe_applied
 
 
-class UpstreamUnreachable(UpstreamTimeout):
+class UpstreamUnreachable(UpstreamTimeout, code="upstream_unreachable"):
     """The connection could not be made at all: nothing was sent, so nothing was applied."""
-
-    code = "upstream_unreachable"
 
     def __init__(self, message: str, *, upstream: str, code: str | None = None) -> None:
         super().__init__(message, upstream=upstream, maybe_applied=False, code=code)
 
 
-class RateLimited(UpstreamTimeout):
+class RateLimited(UpstreamTimeout, code="upstream_rate_limited"):
     """The upstream throttled us (a 429) for longer than we may wait: nothing was applied, and for our
     caller it did not answer in time (504). ``retry_after``: the seconds it asked us to wait."""
-
-    code = "upstream_rate_limited"
 
     def __init__(self, message: str, *, upstream: str, retry_after: float, http_status: int = 429) -> None:
         super().__init__(message, upstream=upstream, maybe_applied=False)
@@ -149,8 +127,5 @@ class RateLimited(UpstreamTimeout):
         self.http_status = http_status
 
 
-class ConfigurationError(DomainError):
+class ConfigurationError(DomainError, status=500, code="configuration_error"):
     """The backend itself is misconfigured (missing setting)."""
-
-    status = 500
-    code = "configuration_error"

@@ -109,7 +109,25 @@ def _pair(settings: Settings) -> Pair:
     return settings.CS_API_KEY.get_secret_value(), settings.CS_API_SECRET.get_secret_value()
 
 
-class SettingsCredentials:
+class _Credentials:
+    """What both credential sources share: the pairs ComputeStacks rejected (``_memory``, per ``url``)
+    are not sent again by this process."""
+
+    url: str
+    _memory: RejectedPairs
+
+    def usable(self, pair: Pair) -> bool:
+        return (self.url, pair) not in self._memory
+
+    def mark_rejected(self, pair: Pair) -> None:
+        """Rejected elsewhere (another billing worker of the run): not sent by this process either."""
+        self._memory.add(self.url, pair)
+
+    def __repr__(self) -> str:  # never the pair
+        return f"{type(self).__name__}()"
+
+
+class SettingsCredentials(_Credentials):
     """The pair of fixed settings: after a 401 nothing else to try, and the pair is not sent again."""
 
     def __init__(self, settings: Settings, *, memory: RejectedPairs | None = None) -> None:
@@ -125,17 +143,8 @@ class SettingsCredentials:
         logger.warning("ComputeStacks rejected the API credentials; they are not sent again by this process")
         return None
 
-    def usable(self, pair: Pair) -> bool:
-        return (self.url, pair) not in self._memory
 
-    def mark_rejected(self, pair: Pair) -> None:
-        self._memory.add(self.url, pair)
-
-    def __repr__(self) -> str:
-        return "SettingsCredentials()"
-
-
-class SecretCredentials:
+class SecretCredentials(_Credentials):
     """The pair of the cached settings, which follow Secrets Manager (see the module docstring)."""
 
     def __init__(self, cache: _CachedSettings | None = None, *, url: str | None = None,
@@ -165,16 +174,6 @@ class SecretCredentials:
             return None
         logger.info("ComputeStacks rejected the API credentials; the secret was re-read and holds a new pair")
         return fresh
-
-    def usable(self, pair: Pair) -> bool:
-        return (self.url, pair) not in self._memory
-
-    def mark_rejected(self, pair: Pair) -> None:
-        """Rejected elsewhere (another billing worker of the run): not sent by this process either."""
-        self._memory.add(self.url, pair)
-
-    def __repr__(self) -> str:
-        return "SecretCredentials()"
 
 
 def credentials_for(settings: Settings) -> CredentialSource:

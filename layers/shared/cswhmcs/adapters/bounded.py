@@ -150,3 +150,14 @@ def client(*, transport: httpx.BaseTransport | None = None, **kwargs: Any) -> ht
     if transport is None:
         kwargs.setdefault("verify", ssl_context())
     return bound(httpx.Client(transport=transport, **kwargs))
+
+
+JSON_HEADERS = {"User-Agent": "cswhmcs/0.1", "Accept": "application/json"}
+
+
+def upstream_client(timeout: float, connect_timeout: float, transport: httpx.BaseTransport | None, *,
+                    headers: dict[str, str] = JSON_HEADERS, **kwargs: Any) -> httpx.Client:
+    """An upstream client's ``client``: ``timeout`` per read, ``connect_timeout`` to connect, redirects not
+    followed (an upstream that redirects is answered as it answered), JSON asked for."""
+    return client(timeout=httpx.Timeout(timeout, connect=connect_timeout), transport=transport,
+                  follow_redirects=False, headers=dict(headers), **kwargs)

@@ -210,14 +210,11 @@ class ComputeStacksClient(RetryingClient):
                                 policy=RetryPolicy(max_retries=max(0, int(max_retries)), backoff=backoff,
                                                    max_backoff=max(backoff, 2.0),
                                                    max_throttle_wait=max_rate_limit_wait))
-        self._http = bounded.client(
-            base_url=base,
+        # each attempt bounded in total time, one TLS context per process (adapters.bounded)
+        self._http = bounded.upstream_client(
+            timeout, connect_timeout, transport, base_url=base,
             headers={"Accept": f"application/json; api_version={int(api_version)}",
-                     "User-Agent": "cswhmcs (ComputeStacks-WHMCS integration)"},
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            transport=transport,
-            follow_redirects=False,
-        )  # each attempt bounded in total time, one TLS context per process (adapters.bounded)
+                     "User-Agent": "cswhmcs (ComputeStacks-WHMCS integration)"})
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> ComputeStacksClient:

@@ -266,12 +266,8 @@ class ReceiverClient(RetryingClient):
                                 pacer=self._whole_attempt_gate, policy=policy, dropped_message=dropped)
         self._ping_retrier = Retrier(NAME, timeout=timeout, connect_timeout=connect_timeout, sleep=sleep,
                                      pacer=self._pace_only, policy=policy, dropped_message=dropped)
-        self._http = bounded.client(
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            transport=transport,
-            follow_redirects=False,
-            headers={"User-Agent": "cswhmcs/0.1", "Accept": "application/json"},
-        )  # each attempt bounded in total time, one TLS context per process (adapters.bounded)
+        # each attempt bounded in total time, one TLS context per process (adapters.bounded)
+        self._http = bounded.upstream_client(timeout, connect_timeout, transport)
 
     def __repr__(self) -> str:  # never the secrets
         return f"ReceiverClient({self._url!r})"

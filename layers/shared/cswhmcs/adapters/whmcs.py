@@ -214,12 +214,8 @@ class WhmcsClient(RetryingClient):
                                                    max_backoff=max(backoff, 2.0),
                                                    max_throttle_wait=max_rate_limit_wait),
                                 dropped_message="The connection to WHMCS broke before it answered.")
-        self._http = bounded.client(
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            transport=transport,
-            follow_redirects=False,
-            headers={"User-Agent": "cswhmcs/0.1", "Accept": "application/json"},
-        )  # each attempt bounded in total time, one TLS context per process (adapters.bounded)
+        # each attempt bounded in total time, one TLS context per process (adapters.bounded)
+        self._http = bounded.upstream_client(timeout, connect_timeout, transport)
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> WhmcsClient:

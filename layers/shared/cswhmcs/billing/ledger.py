@@ -236,65 +236,51 @@ class Ledger:
                                    ConsistentRead=True).get("Item")
         return self._line_from_item(item) if item else None
 
-    def lines_of(self, cs_user_id: int) -> list[Line]:
-        """Every finished line of one account (operator tools and tests; not used by runs)."""
-        out: list[Line] = []
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :line)",
-            "ExpressionAttributeValues": {":pk": f"user#{cs_user_id}", ":line": "line#"},
-            "ConsistentRead": True,
-        }
+    def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Every item of one DynamoDB Query, page after page (``LastEvaluatedKey``), each page read when the
+        one before is used up."""
         while True:
             page = self.table.query(**kwargs)
-            out += [self._line_from_item(i) for i in page.get("Items", [])]
+            yield from page.get("Items", [])
             if "LastEvaluatedKey" not in page:
-                return out
+                return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def lines_of(self, cs_user_id: int) -> list[Line]:
+        """Every finished line of one account (operator tools and tests; not used by runs)."""
+        return [self._line_from_item(i) for i in self._query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :line)",
+            ExpressionAttributeValues={":pk": f"user#{cs_user_id}", ":line": "line#"},
+            ConsistentRead=True)]
 
     def account_ledger(self, cs_user_id: int) -> AccountLedger:
         """The account's state and finished lines in one Query over its partition (read only; the overview).
         Eventually consistent: a line finished a moment ago may show on the next read."""
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": f"user#{cs_user_id}"},
-            "ProjectionExpression": ", ".join(_OVERVIEW_NAMES),
-            "ExpressionAttributeNames": _OVERVIEW_NAMES,
-        }
         state: AccountState | None = None
         lines: list[LineSummary] = []
-        while True:
-            page = self.table.query(**kwargs)
-            for item in page.get("Items", []):
-                sk = str(item.get("sk", ""))
-                if sk == "state" and item.get("state"):
-                    state = AccountState.from_dict(json.loads(item["state"]), version=int(item.get("version", 0)))
-                elif sk.startswith("line#") and item.get("status") in (DONE, ATTENTION):
-                    period, product_id = str(item.get("period", "")), int(item.get("product_id", 0))
-                    billable = item.get("billable_id")
-                    lines.append(LineSummary(
-                        period=period, product_id=product_id, product=str(item.get("product_name", "")),
-                        status=str(item["status"]), amount=Decimal(str(item.get("amount", "0"))),
-                        currency=str(item.get("currency", "")),
-                        billable_id=int(billable) if billable is not None else None,
-                        ref=line_ref(cs_user_id, period, product_id), reason=str(item.get("reason", ""))))
-            if "LastEvaluatedKey" not in page:
-                return AccountLedger(state, lines)
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in self._query(KeyConditionExpression="pk = :pk",
+                                ExpressionAttributeValues={":pk": f"user#{cs_user_id}"},
+                                ProjectionExpression=", ".join(_OVERVIEW_NAMES),
+                                ExpressionAttributeNames=_OVERVIEW_NAMES):
+            sk = str(item.get("sk", ""))
+            if sk == "state" and item.get("state"):
+                state = AccountState.from_dict(json.loads(item["state"]), version=int(item.get("version", 0)))
+            elif sk.startswith("line#") and item.get("status") in (DONE, ATTENTION):
+                period, product_id = str(item.get("period", "")), int(item.get("product_id", 0))
+                billable = item.get("billable_id")
+                lines.append(LineSummary(
+                    period=period, product_id=product_id, product=str(item.get("product_name", "")),
+                    status=str(item["status"]), amount=Decimal(str(item.get("amount", "0"))),
+                    currency=str(item.get("currency", "")),
+                    billable_id=int(billable) if billable is not None else None,
+                    ref=line_ref(cs_user_id, period, product_id), reason=str(item.get("reason", ""))))
+        return AccountLedger(state, lines)
 
     def attention(self) -> Iterator[Line]:
         """Lines needing an operator, oldest period first (sparse index: reads only those)."""
-        kwargs: dict[str, Any] = {
-            "IndexName": ATTENTION_INDEX,
-            "KeyConditionExpression": "gsi1pk = :a",
-            "ExpressionAttributeValues": {":a": ATTENTION_PK},
-        }
-        while True:
-            page = self.table.query(**kwargs)
-            for item in page.get("Items", []):
-                yield self._line_from_item(item)
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in self._query(IndexName=ATTENTION_INDEX, KeyConditionExpression="gsi1pk = :a",
+                                ExpressionAttributeValues={":a": ATTENTION_PK}):
+            yield self._line_from_item(item)
 
     def count_attention(self) -> int:
         return sum(1 for _ in self.attention())
@@ -575,33 +561,16 @@ class Ledger:
 
     def client_suspensions(self, client_id: int) -> list[dict[str, Any]]:
         """Every suspension record of one client, whatever its status (one Query, strongly consistent)."""
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :o)",
-            "ExpressionAttributeValues": {":pk": f"client#{client_id}", ":o": "overdue#"},
-            "ConsistentRead": True,
-        }
-        out: list[dict[str, Any]] = []
-        while True:
-            page = self.table.query(**kwargs)
-            out += [self._suspension(i) for i in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return [self._suspension(i) for i in self._query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :o)",
+            ExpressionAttributeValues={":pk": f"client#{client_id}", ":o": "overdue#"},
+            ConsistentRead=True)]
 
     def held_suspensions(self) -> Iterator[dict[str, Any]]:
         """The suspensions made and not lifted (suspended or being lifted), from the sparse index."""
-        kwargs: dict[str, Any] = {
-            "IndexName": ATTENTION_INDEX,
-            "KeyConditionExpression": "gsi1pk = :h",
-            "ExpressionAttributeValues": {":h": OVERDUE_HELD_PK},
-        }
-        while True:
-            page = self.table.query(**kwargs)
-            for item in page.get("Items", []):
-                yield self._suspension(item)
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for item in self._query(IndexName=ATTENTION_INDEX, KeyConditionExpression="gsi1pk = :h",
+                                ExpressionAttributeValues={":h": OVERDUE_HELD_PK}):
+            yield self._suspension(item)
 
     def _overdue_update(self, key: dict[str, str], update: str, condition: str, values: dict[str, Any]) -> bool:
         try:

@@ -78,6 +78,20 @@ CLOSE_LEAD_MINUTES = 100
 MAX_CLOSE_LEAD_MINUTES = 720
 
 
+def _scheduled_time(event: Mapping[str, Any], what: str, keys: tuple[str, ...]) -> datetime:
+    """The time of a Scheduler input, to the second: the first of ``keys`` it has (``scheduled_time``,
+    then the older names); ``what`` is the input in the messages ("The billing trigger")."""
+    raw: Any = None
+    for key in keys:
+        raw = raw or event.get(key)
+    if not raw:
+        raise InvalidInput(f"{what} has no scheduled_time.", field="scheduled_time")
+    try:
+        return parse_time(raw).replace(microsecond=0)
+    except ValueError:
+        raise InvalidInput(f"{what}'s scheduled_time is not a time.", field="scheduled_time") from None
+
+
 def parse_trigger(event: Mapping[str, Any]) -> Trigger:
     """The Scheduler input: ``{"mode": "bill"|"collect"|"close", "scheduled_time": ..., "execution_id": ...}``.
 
@@ -89,13 +103,7 @@ def parse_trigger(event: Mapping[str, Any]) -> Trigger:
     kind = str(event.get("mode") or BILL)
     if kind not in KINDS:
         raise InvalidInput(f"Unknown billing mode {kind!r}: use bill, collect or close.", field="mode")
-    raw = event.get("scheduled_time") or event.get("as_of") or event.get("time")
-    if not raw:
-        raise InvalidInput("The billing trigger has no scheduled_time.", field="scheduled_time")
-    try:
-        as_of = parse_time(raw).replace(microsecond=0)
-    except ValueError:
-        raise InvalidInput("The billing trigger's scheduled_time is not a time.", field="scheduled_time") from None
+    as_of = _scheduled_time(event, "The billing trigger", ("scheduled_time", "as_of", "time"))
     if kind == CLOSE:
         as_of += timedelta(minutes=_lead_minutes(event.get("lead_minutes", CLOSE_LEAD_MINUTES)))
     elif "lead_minutes" in event:
@@ -302,13 +310,7 @@ def check_cut_off(event: Mapping[str, Any]) -> datetime:
     23:00 run."""
     if not isinstance(event, Mapping):
         raise InvalidInput("The billing trigger is not a JSON object.", field="event")
-    raw = event.get("scheduled_time") or event.get("time")
-    if not raw:
-        raise InvalidInput("The month-end check has no scheduled_time.", field="scheduled_time")
-    try:
-        at = parse_time(raw).replace(microsecond=0)
-    except ValueError:
-        raise InvalidInput("The month-end check's scheduled_time is not a time.", field="scheduled_time") from None
+    at = _scheduled_time(event, "The month-end check", ("scheduled_time", "time"))
     value = event.get("deadline_minutes", DEFAULT_DEADLINE_MINUTES)
     if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().isdigit():
         raise InvalidInput("deadline_minutes must be a whole number of minutes.", field="deadline_minutes")

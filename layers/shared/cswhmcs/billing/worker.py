@@ -600,44 +600,55 @@ class AccountWorker:
             return ATTENTION, None, (f"unexpected {type(exc).__name__} while sending; search WHMCS billable "
                                      f"items for [ref {line.ref}]")
 
-    def _finish(self, key: str, token: str, outcome: str, billable_id: int | None, reason: str) -> None:
+    def _record_answer(self, key: str, token: str, outcome: str, billable_id: int | None, late_reason: str,
+                       where: Callable[[], tuple[str, int]], apply: Callable[[AccountState, Line], None]) -> None:
+        """Record one send's answer on the stored line ``key`` with ``apply`` (loaded again after a
+        conflict) while the line is still this send's (``token``). Another worker moved it meanwhile (it
+        judged the send interrupted and reported it, or sent it itself): left as it is, but a success
+        settles a report (the line's ``where``: period and product id)."""
         for _ in range(self.d.options.max_conflicts):
             state = self._load()
             line = state.lines.get(key)
             if line is None or line.token != token:
-                # Another worker judged this send interrupted and reported it; a success settles it.
                 if outcome == DONE and billable_id is not None:
-                    user, period, product = self.account.cs_user_id, key.split("#")[0], int(key.split("#p")[1])
-                    record = self.d.ledger.get_line(user, period, product)
+                    period, product = where()
+                    record = self.d.ledger.get_line(self.account.cs_user_id, period, product)
                     if record is not None and record.status == ATTENTION:
                         self.d.ledger.mark_done_late(record, billable_id)
                         record.billable_id = billable_id
-                        self.result.lines.append(LineOutcome.of(record, "created"))
+                        self.result.lines.append(LineOutcome.of(record, "created", late_reason))
                 return
             try:
-                if outcome == DONE:
-                    line.status, line.billable_id, line.token = DONE, billable_id, ""
-                    del state.lines[key]
-                    self._save(state, line)
-                    self.result.lines.append(LineOutcome.of(line, "created"))
-                elif outcome == ATTENTION:
-                    line.status, line.reason = ATTENTION, reason
-                    del state.lines[key]
-                    self._save(state, line)
-                    self.result.lines.append(LineOutcome.of(line, "attention"))
-                elif outcome == RELEASED:  # never sent: as it was before this attempt
-                    line.status, line.token, line.sending_at = PLANNED, "", ""
-                    line.attempts = max(0, line.attempts - 1)
-                    self._save(state)
-                else:
-                    line.status, line.token, line.sending_at, line.last_error = PLANNED, "", "", reason
-                    self._save(state)
-                    self.result.lines.append(LineOutcome.of(line, "failed", reason))
+                apply(state, line)
             except StateConflict:
                 continue
             self.d.faults("send.after_finish")
             return
         raise BillingAborted("The account's billing state kept changing; it will be retried.")
+
+    def _finish(self, key: str, token: str, outcome: str, billable_id: int | None, reason: str) -> None:
+        def apply(state: AccountState, line: Line) -> None:
+            if outcome == DONE:
+                line.status, line.billable_id, line.token = DONE, billable_id, ""
+                del state.lines[key]
+                self._save(state, line)
+                self.result.lines.append(LineOutcome.of(line, "created"))
+            elif outcome == ATTENTION:
+                line.status, line.reason = ATTENTION, reason
+                del state.lines[key]
+                self._save(state, line)
+                self.result.lines.append(LineOutcome.of(line, "attention"))
+            elif outcome == RELEASED:  # never sent: as it was before this attempt
+                line.status, line.token, line.sending_at = PLANNED, "", ""
+                line.attempts = max(0, line.attempts - 1)
+                self._save(state)
+            else:
+                line.status, line.token, line.sending_at, line.last_error = PLANNED, "", "", reason
+                self._save(state)
+                self.result.lines.append(LineOutcome.of(line, "failed", reason))
+
+        self._record_answer(key, token, outcome, billable_id, "",
+                            lambda: (key.split("#")[0], int(key.split("#p")[1])), apply)
 
     # ------------------------------------------------------------------ preview
 
@@ -848,38 +859,24 @@ class ReceiverAccountWorker(AccountWorker):
     def _settle(self, m: _Marked, outcome: str, *, billable_id: int | None = None, reason: str = "") -> None:
         """Record one answer: ``DONE``, ``RELEASED`` (unknown / not sent: planned again, not counted) or
         "failed" (a definite refusal: planned again, counted)."""
-        for _ in range(self.d.options.max_conflicts):
-            state = self._load()
-            line = state.lines.get(m.key)
-            if line is None or line.token != m.token:
-                # Another worker moved it meanwhile (its own send, or a report): a success settles a report.
-                if outcome == DONE and billable_id is not None:
-                    record = self.d.ledger.get_line(self.account.cs_user_id, m.line.period, m.line.product_id)
-                    if record is not None and record.status == ATTENTION:
-                        self.d.ledger.mark_done_late(record, billable_id)
-                        record.billable_id = billable_id
-                        self.result.lines.append(LineOutcome.of(record, "created", reason))
-                return
-            try:
-                if outcome == DONE:
-                    line.status, line.billable_id, line.token = DONE, billable_id, ""
-                    del state.lines[m.key]
-                    self._save(state, line)
-                    self.result.lines.append(LineOutcome.of(line, "created", reason))
-                elif outcome == RELEASED:
-                    line.status, line.token, line.sending_at = PLANNED, "", ""
-                    self._save(state)
-                    self.result.error = self.result.error or reason
-                else:
-                    line.status, line.token, line.sending_at, line.last_error = PLANNED, "", "", reason
-                    line.attempts += 1
-                    self._save(state)
-                    self.result.lines.append(LineOutcome.of(line, "failed", reason))
-            except StateConflict:
-                continue
-            self.d.faults("send.after_finish")
-            return
-        raise BillingAborted("The account's billing state kept changing; it will be retried.")
+        def apply(state: AccountState, line: Line) -> None:
+            if outcome == DONE:
+                line.status, line.billable_id, line.token = DONE, billable_id, ""
+                del state.lines[m.key]
+                self._save(state, line)
+                self.result.lines.append(LineOutcome.of(line, "created", reason))
+            elif outcome == RELEASED:
+                line.status, line.token, line.sending_at = PLANNED, "", ""
+                self._save(state)
+                self.result.error = self.result.error or reason
+            else:
+                line.status, line.token, line.sending_at, line.last_error = PLANNED, "", "", reason
+                line.attempts += 1
+                self._save(state)
+                self.result.lines.append(LineOutcome.of(line, "failed", reason))
+
+        self._record_answer(m.key, m.token, outcome, billable_id, reason,
+                            lambda: (m.line.period, m.line.product_id), apply)
 
     def settle(self, m: _Marked, outcome: str, *, billable_id: int | None = None, reason: str = "") -> None:
         self.guarded(lambda: self._settle(m, outcome, billable_id=billable_id, reason=reason))

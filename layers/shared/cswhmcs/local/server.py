@@ -28,17 +28,18 @@ DEFAULT_TABLE_NAMES = {
 MAX_REQUEST = 10 * 1024 * 1024  # API Gateway's own payload limit
 
 
-class _Context:
-    """The parts of a LambdaContext handlers may read."""
+class LambdaContext:
+    """The parts of a LambdaContext handlers may read (`cswhmcs serve`; the benchmarks' in-process calls,
+    ``stream="bench"``)."""
 
-    def __init__(self, function_name: str, timeout_s: int = 28) -> None:
+    def __init__(self, function_name: str, timeout_s: float = 28, *, stream: str = "local") -> None:
         self.function_name = function_name
         self.function_version = "$LATEST"
         self.invoked_function_arn = f"arn:aws:lambda:us-east-1:000000000000:function:{function_name}"
         self.memory_limit_in_mb = 256
         self.aws_request_id = str(uuid.uuid4())
         self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = "local"
+        self.log_stream_name = stream
         self._deadline = time.monotonic() + timeout_s
 
     def get_remaining_time_in_millis(self) -> int:
@@ -121,7 +122,7 @@ class LocalApi:
             # API Gateway's own answer for an unknown resource/method.
             return 403, {"Content-Type": "application/json"}, b'{"message":"Missing Authentication Token"}', "-"
         event = build_event(route, method, path, parts.query, headers, body, source_ip)
-        result = self.handler_for(route)(event, _Context(route.function))
+        result = self.handler_for(route)(event, LambdaContext(route.function))
         status = int(result.get("statusCode", 200))
         out_headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
         out_body = result.get("body") or ""
