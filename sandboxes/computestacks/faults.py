@@ -42,6 +42,10 @@ class RackAttack:
         reset_at = (window + 1) * self.period
         return self.throttled(reset_at - now)
 
+    def forget(self) -> None:
+        """Forget every count (a window whose earlier requests are of no interest, e.g. a bench's set-up)."""
+        self._counts = {}
+
     def throttled(self, wait: float) -> Response:
         """Rack::Attack's answer: plain ``Throttled``, RateLimit-* and Retry-After (whole seconds, at least 1)."""
         retry_after = max(1, math.ceil(wait))
@@ -90,6 +94,11 @@ class FaultKnobs:
         with self._lock:
             self._tac_remaining = n
             self._tac_delay = max(0.0, float(delay))
+
+    def forget_rate_counts(self) -> None:
+        """The Rack::Attack counts start again from zero (the bench's measured runs, after its set-up's reads)."""
+        with self._lock:
+            self._rack_attack.forget()
 
     def throttle_all(self, retry_after: float | None) -> None:
         """Every request answers Rack::Attack's 429 asking to wait ``retry_after`` s (None: back to normal)."""

@@ -511,6 +511,9 @@ def test_rate_limit_429(sandbox: ComputeStacksSandbox) -> None:
         with make_client(sb, max_rate_limit_wait=0.5) as c, pytest.raises(RateLimited) as caught:
             c.list_locations()
         assert caught.value.retry_after >= 1
+        # And once the bench's knob forgets the window's counts, the next 3 pass and the 4th is refused again
+        sb.forget_rate_counts()
+        assert [raw(sb, "GET", "/api/admin/locations").status_code for _ in range(4)] == [200, 200, 200, 429]
 
 
 def test_api_versions_and_formats(sandbox: ComputeStacksSandbox) -> None:
