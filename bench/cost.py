@@ -40,12 +40,14 @@ The model, per month (every knob is a field of ``Assumptions``; every price a fi
   month's W 5-minute windows, W x (1 - e^(-k/W)) re-reads; a worker during a run, once per 5 min each.
 * EventBridge Scheduler: the 3 schedules' invocations (14 M a month free: the one free tier applied here).
 * CloudWatch: log bytes (one JSON line per API request, per account per billing message, START/END/REPORT per
-  invocation) ingested and stored (the template sets no retention: logs accumulate), the alarms and the one
-  custom metric (OrderCreditsStale, EMF).
+  invocation) ingested and stored for the template's ``LogRetentionDays`` (steady state), the alarms and the
+  EMF custom metrics.
 * Data transfer out to the internet (requests to ComputeStacks and WHMCS, API answers to WHMCS).
 
-Not counted: free tiers (but Scheduler's), KMS (AWS-managed keys), SNS e-mail, X-Ray (off), NAT (no VPC), taxes,
-support plans, the ComputeStacks and WHMCS servers themselves. Prices change: check
+* KMS: the alarm topic's customer managed key, per key-month (its requests: a few per alarm, not counted).
+
+Not counted: free tiers (but Scheduler's), KMS requests and AWS-managed keys, SNS e-mail, X-Ray (off), NAT (no
+VPC), taxes, support plans, the ComputeStacks and WHMCS servers themselves. Prices change: check
 https://aws.amazon.com/<service>/pricing/ or https://calculator.aws before relying on a figure.
 """
 
@@ -84,6 +86,7 @@ class Prices:
     ddb_pitr_gb_month: float = 0.20  # DynamoDB continuous backups (point-in-time recovery)
     sqs_request: float = 0.40 / 1e6  # SQS standard queue, per request (each 64 KB chunk of a request)
     secret_month: float = 0.40  # Secrets Manager, per secret per month
+    kms_key_month: float = 1.00  # KMS customer managed key, per key per month
     secret_api_call: float = 0.05 / 10_000  # Secrets Manager, per API call
     scheduler_invocation: float = 1.00 / 1e6  # EventBridge Scheduler, after the free invocations
     scheduler_free_invocations: float = 14e6  # EventBridge Scheduler: 14 M invocations a month free
@@ -143,7 +146,10 @@ class Assumptions:
     billing_log_bytes: float = 350.0  # "billing account done" per account per message
     platform_log_bytes: float = 300.0  # START + END + REPORT of every invocation
     planner_log_bytes: float = 2000.0  # per planner run
-    custom_metrics: int = 1  # OrderCreditsStale (cswhmcs/credit.py, EMF)
+    # EMF metrics (namespace ComputeStacksWHMCS, dimension service): the 16 names of cswhmcs.observability,
+    # billing/overdue.py and accounts/webhook.py, AmountBilled once more per currency beyond the first (2 assumed)
+    # and UpstreamErrors per upstream (computestacks, whmcs, receiver)
+    custom_metrics: int = 19
     # --- data transfer out to the internet
     cs_request_bytes: float = 800.0  # one ComputeStacks request (headers + query)
     api_response_bytes: float = 1500.0  # one API answer to WHMCS
@@ -182,6 +188,8 @@ class TemplateFacts:
     cs_rate_limit: int
     secrets: int
     alarms: int
+    kms_keys: int
+    log_retention_days: int
     pitr_tables: int
     schedules: int
     path: str = ""
@@ -233,7 +241,9 @@ def read_template(path: str | Path = TEMPLATE) -> TemplateFacts:
     cs_limit = int(params.get("ComputeStacksRateLimit", {}).get("Default", 2500))
     return TemplateFacts(functions=funcs, api_type=api_type, batch_size=batch, worker_concurrency=concurrency,
                          cs_rate_limit=cs_limit, secrets=types.count("AWS::SecretsManager::Secret"),
-                         alarms=types.count("AWS::CloudWatch::Alarm"), pitr_tables=pitr, schedules=schedules,
+                         alarms=types.count("AWS::CloudWatch::Alarm"), kms_keys=types.count("AWS::KMS::Key"),
+                         log_retention_days=int(params.get("LogRetentionDays", {}).get("Default", 90)),
+                         pitr_tables=pitr, schedules=schedules,
                          path=str(path))
 
 
@@ -407,6 +417,7 @@ def monthly_cost(n: int, *, prices: Prices | None = None, template: str | Path |
     u.add("Secrets Manager", "secrets", t.secrets, "secret-months", p.secret_month)
     u.add("Secrets Manager", "GetSecretValue (cold starts + every 5 min warm)", secret_calls, "calls",
           p.secret_api_call)
+    u.add("KMS", "customer managed keys (the alarm topic's)", t.kms_keys, "key-months", p.kms_key_month)
 
     # ---- EventBridge Scheduler (the free 14 M applied)
     invocations = planner_invocations
@@ -420,8 +431,9 @@ def monthly_cost(n: int, *, prices: Prices | None = None, template: str | Path |
     log_gb = log_bytes / BYTES_PER_GB
     q.update(log_gb=log_gb)
     u.add("CloudWatch", "Logs ingestion", log_gb, "GB", p.logs_ingest_gb)
-    u.add("CloudWatch", "Logs storage (this month's logs; no retention set: they add up)", log_gb, "GB-month",
-          p.logs_storage_gb_month)
+    kept_months = t.log_retention_days / 30.0  # steady state: every log group keeps LogRetentionDays
+    u.add("CloudWatch", f"Logs storage ({t.log_retention_days} days kept: LogRetentionDays)", log_gb * kept_months,
+          "GB-month", p.logs_storage_gb_month)
     u.add("CloudWatch", f"alarms ({t.alarms}) + custom metrics ({a.custom_metrics})", 1.0, "month",
           t.alarms * p.alarm_month + a.custom_metrics * p.custom_metric_month)
 
@@ -446,7 +458,7 @@ def monthly_cost(n: int, *, prices: Prices | None = None, template: str | Path |
         "template": {"path": t.path, "api_type": t.api_type, "batch_size": batch, "worker_concurrency": c,
                      "cs_rate_limit": cs_limit, "memory_mb": {f.name: f.memory_mb for f in t.functions.values()},
                      "architectures": sorted({f.architecture for f in t.functions.values()}),
-                     "secrets": t.secrets, "alarms": t.alarms, "pitr_tables": t.pitr_tables,
+                     "secrets": t.secrets, "alarms": t.alarms, "kms_keys": t.kms_keys, "pitr_tables": t.pitr_tables,
                      "schedules": t.schedules},
     }
 

@@ -200,3 +200,23 @@ def test_managed_policy_is_least_privilege(tpl: Template) -> None:
             actions = stmt["Action"] if isinstance(stmt["Action"], list) else [stmt["Action"]]
             assert all(a != "*" and not a.endswith(":*") for a in actions), name
             assert stmt["Resource"] != "*" and "dynamodb:DeleteItem" not in actions, name
+
+
+def test_cloudwatch_alarms_can_publish_to_the_encrypted_alarm_topic(tpl: Template) -> None:
+    # Given the operator alarm topic
+    topic = tpl.resources["OperatorAlarmTopic"]["Properties"]
+    # Then it is encrypted with the stack's own key, not SNS's AWS managed key (alias/aws/sns), whose policy
+    # cannot let CloudWatch alarms publish (their actions would fail silently: no alarm would ever reach anyone)
+    assert topic["KmsMasterKeyId"] == {"Ref": "OperatorAlarmTopicKey"}
+    key = tpl.resources["OperatorAlarmTopicKey"]
+    assert key["Type"] == "AWS::KMS::Key" and key["Properties"]["EnableKeyRotation"] is True
+    grants = [s for s in key["Properties"]["KeyPolicy"]["Statement"]
+              if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
+    assert len(grants) == 1 and {"kms:Decrypt", "kms:GenerateDataKey*"} <= set(grants[0]["Action"])
+    assert grants[0]["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    # And the topic's policy lets CloudWatch (of this account only) publish to it
+    policies = [p for p in of_type(tpl, "AWS::SNS::TopicPolicy").values() if TOPIC[0] in p["Topics"]]
+    assert len(policies) == 1
+    (publish,) = [s for s in policies[0]["PolicyDocument"]["Statement"] if s["Action"] == "sns:Publish"]
+    assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and publish["Resource"] == TOPIC[0]
+    assert publish["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}

@@ -200,6 +200,16 @@ def test_a_deposit_credit_open_for_7_days_is_alarmed(tpl: Template) -> None:
     assert json.loads(events["DailyCollect"]["Properties"]["Input"]["Fn::Sub"])["mode"] == "collect"
 
 
+def test_billing_start_is_checked_as_a_date_at_deploy(tpl: Template) -> None:
+    # CloudFormation refuses a BillingStart that is not empty or YYYY-MM-DD (the worker would fail on it later)
+    param = tpl.data["Parameters"]["BillingStart"]
+    pattern = re.compile(param["AllowedPattern"])
+    assert param["Default"] == "" and pattern.fullmatch("") and pattern.fullmatch("2026-11-01")
+    for typo in ("2026-13-01", "01/11/2026", "2026-11-1", "2026-11-01 ", "November"):
+        assert not pattern.fullmatch(typo), typo
+    assert "YYYY-MM-DD" in param["ConstraintDescription"]
+
+
 def test_the_billing_receiver_url_is_an_optional_parameter_every_function_gets(tpl: Template) -> None:
     # API.md section 8: empty (the parameter's default) means the WHMCS API's AddBillableItem path
     param = tpl.data["Parameters"]["WhmcsReceiverUrl"]

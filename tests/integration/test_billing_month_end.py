@@ -297,3 +297,34 @@ def test_lambda_entry_points_end_to_end(stack: BillingStack, monkeypatch: pytest
     finally:
         get_settings.cache_clear()
         handlers._worker_deps.cache_clear()
+
+
+def test_cli_takes_the_period_in_the_stacks_timezone(stack: BillingStack, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from cswhmcs.cli import main
+    from cswhmcs.config import get_settings
+
+    # Given a stack whose schedules run in New York: its October cut-off (23:00 local) is 03:00 UTC on 1 November
+    acct = stack.add_account("USD")
+    cut_off = datetime(2026, 11, 1, 3, tzinfo=UTC)
+    stack.add_usage(acct, "containerm", start=cut_off - timedelta(days=1), end=cut_off, total="0.5")
+    for key, value in stack.settings.model_dump().items():
+        if value is not None:
+            monkeypatch.setenv(key, value.get_secret_value() if hasattr(value, "get_secret_value") else str(value))
+    get_settings.cache_clear()
+    # When the operator previews that cut-off in UTC, and in the stack's zone
+    assert main(["billing", "preview", "--as-of", iso(cut_off), "--json"]) == 0
+    in_utc = {ln["period"] for ln in json.loads(capsys.readouterr().out)["lines"]}
+    assert main(["billing", "preview", "--as-of", iso(cut_off), "--json", "--timezone", "America/New_York"]) == 0
+    in_zone = {ln["period"] for ln in json.loads(capsys.readouterr().out)["lines"]}
+    # Then UTC names November (the instant before 03:00 UTC on 1 November), the stack's zone October, as the
+    # scheduled month-end run in that zone does
+    assert in_utc == {"2026-11"} and in_zone == {"2026-10"}
+    # And a zone the system does not know is refused in one sentence, before anything is read
+    stack.cs.reset_requests()
+    assert main(["billing", "run", "--as-of", iso(cut_off), "--timezone", "Mars/Olympus"]) == 2
+    assert "'Mars/Olympus' is not an IANA time zone" in capsys.readouterr().err
+    assert stack.cs.requests == [] and stack.whmcs.billable_items == []
+    get_settings.cache_clear()

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from cswhmcs.billing.messages import BILL, CLOSE, COLLECT
-from cswhmcs.billing.usage import parse_time
+from cswhmcs.billing.usage import parse_time, zone_or_none
 from cswhmcs.errors import DomainError
 from cswhmcs.money import fmt2
 
@@ -117,6 +117,11 @@ def _run(args: argparse.Namespace, *, dry_run: bool | None) -> int:
     except argparse.ArgumentTypeError as exc:
         print(f"cswhmcs billing: {exc}", file=sys.stderr)
         return 2
+    timezone = (getattr(args, "timezone", None) or "").strip()
+    if timezone and timezone.upper() not in ("UTC", "Z", "ETC/UTC") and zone_or_none(timezone) is None:
+        print(f"cswhmcs billing: --timezone {timezone!r} is not an IANA time zone this system knows "
+              "(e.g. Europe/Berlin, America/New_York; the stack's BillingTimezone).", file=sys.stderr)
+        return 2
     try:
         runtime = _runtime(args)
     except DomainError as exc:
@@ -141,7 +146,7 @@ def _run(args: argparse.Namespace, *, dry_run: bool | None) -> int:
 
     try:
         summary = run_billing(as_of=as_of, ledger=runtime.ledger, accounts=runtime.accounts, deps=runtime.deps,
-                              kind=_kind(args), dry_run=dry,
+                              kind=_kind(args), dry_run=dry, timezone=timezone,
                               on_planned=progress.add_planned, on_result=on_result,
                               keep_lines=dry or bool(getattr(args, "json", False)) or bool(report_path))
         progress.close()
@@ -272,6 +277,8 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
+TIMEZONE_HELP = ("the stack's BillingTimezone (IANA name, default UTC): the period's month is taken in it, as the "
+                 "scheduled runs do")
 REPORT_HELP = ("also write a self-contained HTML report of the run (totals per currency, per account and product, "
                "lines needing attention, carried-over amounts, billed totals per period); opens without network")
 
@@ -293,6 +300,7 @@ def add_billing_commands(subparsers: Any) -> None:
     run.add_argument("--concurrency", type=int, help="accounts worked on at once (default 4)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.add_argument("--report", metavar="FILE.html", help=REPORT_HELP)
+    run.add_argument("--timezone", metavar="ZONE", help=TIMEZONE_HELP)
     run.set_defaults(func=cmd_run)
 
     preview = sub.add_parser("preview", help="what `run` would bill, per account and product; writes nothing")
@@ -300,6 +308,7 @@ def add_billing_commands(subparsers: Any) -> None:
     preview.add_argument("--concurrency", type=int)
     preview.add_argument("--json", action="store_true")
     preview.add_argument("--report", metavar="FILE.html", help=REPORT_HELP)
+    preview.add_argument("--timezone", metavar="ZONE", help=TIMEZONE_HELP)
     preview.set_defaults(func=cmd_preview, dry_run=True, collect=False, close=False)
 
     attention = sub.add_parser("attention", help="list the lines that need an operator")

@@ -258,12 +258,14 @@ class InProcessSink:
 def run_billing(*, as_of: datetime, ledger: Ledger, accounts: Any, deps: WorkerDeps, kind: str = BILL,
                 dry_run: bool = False, concurrency: int | None = None, options: BillingOptions | None = None,
                 on_planned: Callable[[int], None] | None = None,
-                on_result: Callable[[AccountResult], None] | None = None, keep_lines: bool = True) -> Summary:
+                on_result: Callable[[AccountResult], None] | None = None, keep_lines: bool = True,
+                timezone: str = "") -> Summary:
     """Plan and work one run in-process. ``dry_run`` reads only (no ledger write, no WHMCS write).
-    ``keep_lines=False`` keeps counts and totals only (flat memory, whatever the number of accounts)."""
+    ``keep_lines=False`` keeps counts and totals only (flat memory, whatever the number of accounts).
+    ``timezone``: the schedules' zone (``BillingTimezone``), in which the period's month is taken; "" = UTC."""
     options = options or deps.options
     started = time.monotonic()
-    trigger = Trigger(kind=kind, as_of=as_of.replace(microsecond=0))
+    trigger = Trigger(kind=kind, as_of=as_of.replace(microsecond=0), timezone=timezone)
     summary = Summary(run_id=trigger.run_id, as_of=trigger.as_of, dry_run=dry_run, kind=kind,
                       keep_lines=keep_lines)
     cs0, wh0, rc0 = _count(deps.cs), _count(deps.whmcs), _count(deps.receiver)
