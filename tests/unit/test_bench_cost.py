@@ -95,6 +95,8 @@ def test_hand_computed_month(tmp_path: Path) -> None:
     assert r["usage"]["sqs_requests"] == pytest.approx(900 + idle)
     # And the template's one secret is billed for the month; the Scheduler's 33 invocations are free
     assert line(r, "Secrets Manager", "secrets")["usd"] == pytest.approx(0.40)
+    # And a template without a customer managed key pays no KMS
+    assert line(r, "KMS", "customer managed keys")["usd"] == 0.0
     assert line(r, "EventBridge Scheduler", "invocations")["usd"] == 0.0
     assert r["total_usd"] == pytest.approx(sum(x["usd"] for x in r["lines"]))
 
@@ -128,3 +130,15 @@ def test_cost_grows_with_accounts() -> None:
 def test_unknown_assumption_is_refused() -> None:
     with pytest.raises(TypeError, match="overview_veiws"):
         monthly_cost(10, overview_veiws=3)
+
+
+def test_the_real_template_pays_for_its_kms_key_its_alarms_and_log_retention() -> None:
+    # Given template.yaml as it is
+    r = monthly_cost(1000, **QUIET)
+    # Then the alarm topic's own key (CloudWatch cannot publish to SNS's AWS managed key) costs $1 a month
+    assert line(r, "KMS", "customer managed keys")["quantity"] == 1
+    assert line(r, "KMS", "customer managed keys")["usd"] == pytest.approx(1.00)
+    # And every alarm of the template is counted, and logs are kept LogRetentionDays (90: 3 months stored)
+    assert r["template"]["alarms"] == 39 and r["template"]["kms_keys"] == 1
+    stored = line(r, "CloudWatch", "Logs storage")
+    assert "90 days" in stored["item"] and stored["quantity"] == pytest.approx(3 * r["usage"]["log_gb"])
