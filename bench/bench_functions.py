@@ -748,7 +748,8 @@ def layer_site(workdir: Path) -> Path:
 
 
 def compile_bytecode() -> None:
-    """Write the bytecode caches first, so that no measured process compiles (a deployed layer is built once)."""
+    """Write the bytecode caches first, so that no measured process compiles: the deployed layer ships its
+    bytecode too (layers/shared/Makefile writes it once, at build)."""
     import compileall
 
     compileall.compile_dir(str(LAYER / "cswhmcs"), quiet=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ def layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.fail("make is required to build the layer (apt-get install make)")
     artifacts = tmp_path_factory.mktemp("layer")
     done = subprocess.run(["make", "-s", "-C", str(ROOT / "layers/shared"), "build-SharedLayer",
-                           f"ARTIFACTS_DIR={artifacts}", "SKIP_PIP=1"], capture_output=True, text=True, timeout=60,
+                           f"ARTIFACTS_DIR={artifacts}", "SKIP_PIP=1", f"PYTHON={sys.executable}"], capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == 0, done.stderr
     return artifacts / "python"
@@ -45,7 +46,6 @@ def test_the_dev_tools_are_not_in_the_layer(layer: Path) -> None:
     for name in DEV_ONLY:
         base = layer.joinpath(*name.split("."))
         assert not base.exists() and not base.with_suffix(".py").exists(), name
-    assert not list(layer.rglob("__pycache__"))
     # Everything else of the package is there
     source = ROOT / "layers/shared/cswhmcs"
     shipped = {p.relative_to(layer / "cswhmcs") for p in (layer / "cswhmcs").rglob("*.py")}
@@ -53,6 +53,26 @@ def test_the_dev_tools_are_not_in_the_layer(layer: Path) -> None:
                 if not any(str(p.relative_to(source.parent)).replace("/", ".").removesuffix(".py")
                            .removesuffix(".__init__").startswith(d) for d in DEV_ONLY)}
     assert shipped == expected
+
+
+def test_the_layer_ships_unchecked_bytecode_for_the_runtime(layer: Path, tmp_path: Path) -> None:
+    # /opt is read-only in Lambda: without bytecode every cold start compiles the package in memory again.
+    assert sys.version_info[:2] == (3, 13), "the suite runs on the functions' runtime (make setup builds it)"
+    sources = sorted((layer / "cswhmcs").rglob("*.py"))
+    caches = sorted((layer / "cswhmcs").rglob("*.pyc"))
+    assert len(caches) == len(sources)
+    for source in sources:
+        cache = source.parent / "__pycache__" / f"{source.stem}.cpython-313.pyc"
+        header = cache.read_bytes()[:16]
+        # PEP 552 flags: 0b01 = hash-based, not checked against the source (a zip keeps file times to 2 s)
+        assert int.from_bytes(header[4:8], "little") == 0b01, cache
+    # The bytecode is what runs: a copy whose source no longer compiles still imports.
+    copy = tmp_path / "python"
+    shutil.copytree(layer, copy)
+    (copy / "cswhmcs" / "money.py").write_text("this is not python\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-S", "-c", "import cswhmcs.money; print(cswhmcs.money.__name__)"],
+                          cwd=copy, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "cswhmcs.money", done.stderr
 
 
 def test_every_function_imports_only_what_the_layer_ships(layer: Path) -> None:
