@@ -50,7 +50,8 @@ def test_every_value_from_the_data_is_text() -> None:
     # Given markup in every field that comes from ComputeStacks, WHMCS or the ledger
     page = render_html(data(
         lines=[line(email=EVIL, product=EVIL, ref=EVIL)], line_count=1, totals={"EUR": Decimal("12.30")},
-        attention=[AttentionRow(EVIL, 5, 9, EVIL, EVIL, "2026-10", Decimal("1"), "EUR", EVIL, "this run")],
+        attention=[AttentionRow(**vars(line(ref=EVIL, status="attention", email=EVIL, product=EVIL,
+                                            amount=Decimal("1"), reason=EVIL)), source="this run")],
         failed=[(6, 8, EVIL)], carried=[Pending(5, 7, EVIL, Decimal("0.004"), "EUR")],
         history={"EUR": {"2026-09": Decimal("3")}}, skipped=EVIL))
 

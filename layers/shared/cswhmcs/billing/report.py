@@ -35,6 +35,7 @@ from typing import Any
 from cswhmcs.billing.grouping import DONE, Line
 from cswhmcs.billing.messages import BILL, CLOSE, COLLECT
 from cswhmcs.billing.usage import iso
+from cswhmcs.billing.worker import LineOutcome
 from cswhmcs.money import fmt2
 
 ZERO = Decimal(0)
@@ -75,18 +76,11 @@ class ReportCollector:
                 self.held.append(Pending(result.service_id, result.cs_user_id, product, amount, currency))
 
 
-@dataclass(frozen=True)
-class AttentionRow:
-    ref: str
-    service_id: int
-    client_id: int
-    email: str
-    product: str
-    period: str
-    amount: Decimal
-    currency: str
-    reason: str
-    source: str  # "this run" | "an earlier run" (still open in the ledger)
+@dataclass
+class AttentionRow(LineOutcome):
+    """A line needing attention, and where the report found it."""
+
+    source: str = "this run"  # "this run" | "an earlier run" (still open in the ledger)
 
 
 @dataclass
@@ -143,11 +137,10 @@ def billed_per_period(ledger: Any) -> dict[str, dict[str, Decimal]]:
 def _attention_rows(summary: Any, ledger_lines: Iterable[Line]) -> list[AttentionRow]:
     rows: dict[str, AttentionRow] = {}
     for o in summary.attention:
-        rows[o.ref] = AttentionRow(o.ref, o.service_id, o.client_id, o.email, o.product, o.period, o.amount,
-                                   o.currency, o.reason, "this run")
+        rows[o.ref] = AttentionRow(**vars(o), source="this run")
     for ln in ledger_lines:
-        rows.setdefault(ln.ref, AttentionRow(ln.ref, ln.service_id, ln.client_id, ln.email, ln.product_name,
-                                             ln.period, ln.amount, ln.currency, ln.reason, "an earlier run"))
+        if ln.ref not in rows:
+            rows[ln.ref] = AttentionRow(**vars(LineOutcome.of(ln, "attention")), source="an earlier run")
     return sorted(rows.values(), key=lambda r: (r.period, r.ref))
 
 
