@@ -1,8 +1,11 @@
 """Screenshot of the client area panel: `make screenshot` -> artifacts/clientarea.png (not committed).
 
-Renders clientarea.tpl with Debian's Smarty 3 from sample overview values, wraps it in a page styled
-by Bootstrap (the npm package in node_modules, installed by `make setup`) laid out like a WHMCS
-product details page, and has headless Chromium take the picture. Not a test: a look for humans.
+The panel as a customer sees it: the real module's computestacks_ClientArea() runs (tests/php/driver.php,
+php-cli) against the recording backend of tests/php/test_usage_views.py, which answers `/v1/accounts/overview`
+with twelve months of a growing account (the four figures, usage so far by product, the last 12 billed
+periods); its vars are rendered with Debian's Smarty 3, wrapped in a page styled by Bootstrap (the npm package
+in node_modules, installed by `make setup`) laid out like a WHMCS product details page, and headless Chromium
+takes the picture. Not a test: a look for humans.
 """
 
 from __future__ import annotations
@@ -12,17 +15,35 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from test_template import SAMPLE_VARS, render_clientarea  # noqa: E402 - after the path tweak
-
-from tests.chromium import INSTALL_HINT, find_chromium, render  # noqa: E402
+from tests.chromium import INSTALL_HINT, find_chromium, render  # noqa: E402 - after the path tweak
+from tests.php.test_template import SMARTY  # noqa: E402
+from tests.php.test_usage_views import (  # noqa: E402
+    PHP,
+    Recorder,
+    _start,
+    client_area,
+    overview,
+    realistic_billed,
+)
 
 CSS = ROOT / "node_modules" / "bootstrap" / "dist" / "css" / "bootstrap.min.css"
 OUT = ROOT / "artifacts" / "clientarea.png"
+HEIGHT = 1500  # the four figures, the usage table and the 12-month chart, below the product's card
+
+
+def real_panel() -> str:
+    """The template's HTML for the vars computestacks_ClientArea() builds from the sample account's overview."""
+    backend = _start(Recorder())
+    try:
+        _, panel, _ = client_area(backend, overview(billed=realistic_billed()), tab=False)
+    finally:
+        assert backend.server is not None
+        backend.server.shutdown()
+        backend.server.server_close()
+    return panel
 
 
 def page(panel: str) -> str:
@@ -72,12 +93,22 @@ def main() -> int:
     if not CSS.is_file():
         print(f"{CSS} is missing: run `npm install` (or `make setup`)", file=sys.stderr)
         return 1
-    panel = render_clientarea(SAMPLE_VARS)
+    if PHP is None:
+        print("php-cli is missing: apt-get install -y php-cli php-curl (make setup installs it)", file=sys.stderr)
+        return 1
+    if not SMARTY.is_file():
+        print(f"{SMARTY} is missing: apt-get install -y smarty3 (make setup installs it)", file=sys.stderr)
+        return 1
+    try:
+        panel = real_panel()
+    except AssertionError as exc:  # the driver or Smarty failed: say why
+        print(f"could not render the client area: {exc}", file=sys.stderr)
+        return 1
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cs-screenshot-") as tmp:
         doc = Path(tmp) / "clientarea.html"
         doc.write_text(page(panel), encoding="utf-8")
-        proc = render(doc, screenshot=OUT, dump_dom=False, width=1200, height=900)
+        proc = render(doc, screenshot=OUT, dump_dom=False, width=1200, height=HEIGHT)
     if proc.returncode != 0 or not OUT.is_file():
         print(html.unescape(proc.stderr[-2000:]), file=sys.stderr)
         return proc.returncode or 1
