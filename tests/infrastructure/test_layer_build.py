@@ -24,8 +24,8 @@ def layer(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.fail("make is required to build the layer (apt-get install make)")
     artifacts = tmp_path_factory.mktemp("layer")
     done = subprocess.run(["make", "-s", "-C", str(ROOT / "layers/shared"), "build-SharedLayer",
-                           f"ARTIFACTS_DIR={artifacts}", "SKIP_PIP=1", f"PYTHON={sys.executable}"], capture_output=True, text=True, timeout=60,
-                          check=False)
+                           f"ARTIFACTS_DIR={artifacts}", "SKIP_PIP=1", f"PYTHON={sys.executable}"],
+                          capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     return artifacts / "python"
 

@@ -286,6 +286,49 @@ def test_crash_while_sending_is_reported_after_the_lease_never_resent(world: Wor
     assert [ln.ref for ln in world.ledger.attention()] == ["2:2026-10:1"]
 
 
+def _count_dynamodb_calls(world: World) -> list[str]:
+    calls: list[str] = []
+    world.table.meta.client.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
+    return calls
+
+
+def test_each_answer_is_recorded_in_the_write_that_marks_the_next_line(world: World) -> None:
+    # Given an account with three products to bill through AddBillableItem
+    acct = world.add_account(10, 2, 3)
+    for product in (1, 2, 3):
+        month_of_usage(world.cs, 2, product=product, sp=10 + product)
+    calls = _count_dynamodb_calls(world)
+
+    result = process_account(message(acct), world.deps())
+
+    # Then one read, the claim, the first line's mark, and one write per answer (which marks the next line)
+    assert [o.status for o in result.lines] == ["created"] * 3 and len(world.whmcs.items) == 3
+    assert calls == ["GetItem", "PutItem", "PutItem", "TransactWriteItems", "TransactWriteItems",
+                     "TransactWriteItems"]
+
+
+def test_a_crash_after_an_answer_leaves_the_next_line_in_flight_never_resent(world: World) -> None:
+    # Given two lines, and the worker dying right after recording the first answer (the same write marked
+    # the second line "sending": a crash here is the crash after the second line's mark)
+    acct = world.add_account(10, 2, 3)
+    month_of_usage(world.cs, 2, product=1, sp=11)
+    month_of_usage(world.cs, 2, product=2, sp=12)
+    world.faults = ["send.after_finish"]
+    with pytest.raises(SimulatedCrash):
+        process_account(message(acct), world.deps())
+
+    soon = process_account(message(acct), world.deps())
+    world.clock.now += timedelta(minutes=20)
+    later = process_account(message(acct), world.deps())
+
+    # Then the first is billed once, the second is never sent blind but reported after the lease
+    assert len(world.whmcs.items) == 1
+    assert [o.status for o in soon.lines] == ["in_flight"]
+    assert [o.status for o in later.lines] == ["attention"]
+    assert [ln.ref for ln in world.ledger.attention()] == ["2:2026-10:2"]
+
+
 def test_cs_failure_leaves_everything_for_the_retry(world: World) -> None:
     acct = world.add_account(10, 2, 3)
     exact = month_of_usage(world.cs, 2)

@@ -314,9 +314,7 @@ class AccountWorker:
                 self._preview()
             else:
                 self._open_lines()
-                claimed = self._collect_and_claim()
-                for key in claimed:
-                    self._send(key)
+                self._send_all(self._collect_and_claim())
         except BillingAborted as exc:
             self.result.error = str(exc)
         except DomainError as exc:
@@ -533,44 +531,78 @@ class AccountWorker:
     # ------------------------------------------------------------------ D. send
 
     def _send(self, key: str) -> None:
+        self._send_all([key])
+
+    def _send_all(self, keys: list[str]) -> None:
+        """Send the lines ``keys`` one after another. The write that records a line's answer also marks the
+        next line ``sending`` (one write instead of two, docs/billing.md section 5): a crash after it is the
+        crash after a mark of the next line's own, so it leaves nothing worse than that did."""
+        marked: tuple[str, str, Line] | None = None  # (key, token, line): marked by the previous answer's write
+        for i, key in enumerate(keys):
+            if marked is not None and marked[0] == key:
+                token, line = marked[1], marked[2]
+            else:
+                got = self._mark_for_send(key)
+                if got is None:
+                    marked = None
+                    continue
+                token, line = got
+            marked = self._deliver(key, token, line, then=keys[i + 1] if i + 1 < len(keys) else None)
+
+    def _time_to_send(self) -> bool:
+        return deadline.current().remaining() >= max(MIN_ATTEMPT_SECONDS, attempt_seconds(self.d.whmcs))
+
+    def _markable(self, line: Line | None) -> bool:
+        """Whether ``line`` may be marked ``sending`` as it is (``_mark_for_send`` handles every other case)."""
+        return (line is not None and line.status == PLANNED and line.attempts < self.d.options.max_send_attempts
+                and line.via != RECEIVER and self._time_to_send())
+
+    def _mark_in(self, line: Line, token: str) -> None:
+        line.status, line.token, line.sending_at = SENDING, token, iso(self.d.clock())
+        line.attempts += 1
+
+    def _mark_for_send(self, key: str) -> tuple[str, Line] | None:
+        """Mark the line ``key`` ``sending`` with a new token (its own write); None when it is not to be sent
+        (finished or in flight elsewhere, or moved to attention here)."""
         token = uuid.uuid4().hex
-        line: Line | None = None
         for _ in range(self.d.options.max_conflicts):
             state = self._load()
             line = state.lines.get(key)
             if line is None:
-                return  # finished by someone else meanwhile
+                return None  # finished by someone else meanwhile
             if line.status != PLANNED:
                 self.result.lines.append(LineOutcome.of(line, "in_flight"))
-                return
+                return None
             if line.attempts >= self.d.options.max_send_attempts:
                 if not self._to_attention(state, key, line, _refused_reason(line)):
                     continue
-                return
+                return None
             if line.via == RECEIVER:
                 # It may have reached the billing receiver (which is no longer configured): AddBillableItem
                 # has no ref, so sending it here could bill it twice.
                 if not self._to_attention(state, key, line, VIA_RECEIVER_REASON.format(ref=line.ref)):
                     continue
-                return
-            if deadline.current().remaining() < max(MIN_ATTEMPT_SECONDS, attempt_seconds(self.d.whmcs)):
+                return None
+            if not self._time_to_send():
                 raise BillingAborted(OUT_OF_TIME)  # before "sending": nothing is left half-sent
-            line.status, line.token, line.sending_at = SENDING, token, iso(self.d.clock())
-            line.attempts += 1
+            self._mark_in(line, token)
             try:
                 self._save(state)
             except StateConflict:
                 continue
-            break
-        else:
-            raise BillingAborted("The account's billing state kept changing; it will be retried.")
-        assert line is not None
+            return token, line
+        raise BillingAborted("The account's billing state kept changing; it will be retried.")
+
+    def _deliver(self, key: str, token: str, line: Line, *, then: str | None) -> tuple[str, str, Line] | None:
+        """Send the marked ``line`` and record the answer; returns the next line ``then`` if that write
+        marked it too."""
         self.d.faults("send.after_mark")
         outcome, billable_id, reason = self._call_whmcs(line)
         self.d.faults("send.after_call")
-        self._finish(key, token, outcome, billable_id, reason)
+        follow = self._finish(key, token, outcome, billable_id, reason, then=None if outcome == RELEASED else then)
         if outcome == RELEASED:
             raise BillingAborted(reason)
+        return follow
 
     def _call_whmcs(self, line: Line) -> tuple[str, int | None, str]:
         try:
@@ -626,8 +658,21 @@ class AccountWorker:
             return
         raise BillingAborted("The account's billing state kept changing; it will be retried.")
 
-    def _finish(self, key: str, token: str, outcome: str, billable_id: int | None, reason: str) -> None:
+    def _finish(self, key: str, token: str, outcome: str, billable_id: int | None, reason: str, *,
+                then: str | None = None) -> tuple[str, str, Line] | None:
+        """Record one send's answer; in the same write mark the line ``then`` ``sending`` when it may be
+        sent as it is. Returns that line (key, token, line) if the write marked it."""
+        follow: tuple[str, str, Line] | None = None
+
         def apply(state: AccountState, line: Line) -> None:
+            nonlocal follow
+            follow = None
+            nxt = state.lines.get(then) if then is not None and then != key else None
+            nxt_token = uuid.uuid4().hex
+            if nxt is not None and self._markable(nxt):
+                self._mark_in(nxt, nxt_token)
+            else:
+                nxt = None
             if outcome == DONE:
                 line.status, line.billable_id, line.token = DONE, billable_id, ""
                 del state.lines[key]
@@ -646,9 +691,12 @@ class AccountWorker:
                 line.status, line.token, line.sending_at, line.last_error = PLANNED, "", "", reason
                 self._save(state)
                 self.result.lines.append(LineOutcome.of(line, "failed", reason))
+            if nxt is not None and then is not None:
+                follow = (then, nxt_token, nxt)
 
         self._record_answer(key, token, outcome, billable_id, "",
                             lambda: (key.split("#")[0], int(key.split("#p")[1])), apply)
+        return follow
 
     # ------------------------------------------------------------------ preview
 
