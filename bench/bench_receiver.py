@@ -13,6 +13,10 @@ of that ledger (its own tables) and an empty tblbillableitems. Figures (bench/re
 * ``whmcs_requests_per_line_api``: the same on the AddBillableItem path (reported; reference: what that
   design predicts, one GetClientsDetails per account + one AddBillableItem per line, whatever the number of
   accounts: so this path bills only the first ``--api-accounts``, 500 by default);
+* ``billing_speedup_vs_sequential_receiver`` (reported): bench_billing's ``billing_speedup_vs_sequential`` for
+  the configuration the README sets up: the sequential baseline (bench/sequential.py, on a sample of
+  ``--baseline`` accounts, extrapolated to the run's accounts as bench_billing does) on these sandboxes and
+  latencies ÷ the receiver path's month-end wall time (bench_billing measures the WHMCS API path);
 * ``attention_lines_after_faults``: a receiver-path month-end with proxy faults armed all through it
   (answers dropped after PHP committed, connections dropped before, 502/504 with and without the commit,
   HTML instead of JSON), then the re-runs an operator (or the next collection) would make until one has
@@ -20,7 +24,7 @@ of that ledger (its own tables) and an empty tblbillableitems. Figures (bench/re
   counted too; either makes the bench fail.
 
     python -m bench receiver [--quick] [--accounts 2000] [--api-accounts 500] [--fault-accounts 1000] [--repeats 1]
-                             [--no-write]
+                             [--baseline 100] [--no-write]
 """
 
 from __future__ import annotations
@@ -165,6 +169,16 @@ class Measured:
         return self.requests / self.lines if self.lines else float("inf")
 
 
+@dataclass
+class Baseline:
+    sample: int
+    wall: float
+    per_account: float
+    extrapolated: float  # seconds the sequential way would take for the measured runs' accounts
+    items: int
+    errors: int
+
+
 class Bench:
     """One seeded world for every run of the bench: the sandboxes (bench_billing's, on a MariaDB database),
     the receiver and its proxy, ``n`` accounts and their usage. Each measured run gets its own tables (its
@@ -186,6 +200,7 @@ class Bench:
         self.db = WhmcsDatabase.mariadb(mariadb.socket, self.database)
         self.sb = DbSandboxes(CS_LIMIT, self.window, mariadb.socket, self.database)
         self.base: dict[str, str] = {}
+        self._linked = False
         self.receiver: Any = None
         self.proxy: Any = None
         try:
@@ -294,6 +309,24 @@ class Bench:
         self.sb.call("latency", self.latency)
         self.proxy.latency = self.latency
 
+    def sequential(self, sample: int, n: int) -> Baseline:
+        """The sequential baseline on ``sample`` of the accounts (every k-th, as bench_billing), same sandboxes
+        and latency as the measured runs, extrapolated to ``n`` accounts."""
+        from bench.bench_billing import CUT_OFF, MONTH_START
+        from bench.sequential import run_sequential
+
+        if not self._linked:  # the gem finds a record's client from its WHMCS service (bench_billing does the same)
+            self.sb.call("link")
+            self._linked = True
+        self.db.truncate_billing()
+        self.sb.call("reset")  # the ComputeStacks rate window free, as for every measured run
+        ids = [int(a[0]) for a in self.accounts[:: max(1, len(self.accounts) // sample)][:sample]]
+        res = run_sequential(self.sb.info["cs"], self.sb.info["wh"], ids, period_start=MONTH_START,
+                             period_end=CUT_OFF)
+        per_account = (res.wall - res.per_run) / max(1, len(ids))
+        return Baseline(sample=len(ids), wall=res.wall, per_account=per_account,
+                        extrapolated=res.per_run + per_account * n, items=len(res.items), errors=len(res.errors))
+
     def month_end(self, path: str, n: int, settings: Any) -> Measured:
         """One measured month-end (for ``faults``: with the fault schedule, then the operator's re-runs)."""
         from bench.bench_billing import CS_LIMIT, CS_SHARE, CUT_OFF, WHMCS_RATE
@@ -366,10 +399,16 @@ def print_runs(rows: list[Measured]) -> None:
           "2 clean, 4 ...;\n  the re-runs an operator would make follow until no account failed.")
 
 
-def figures(receiver: list[Measured], api: list[Measured], faults: Measured) -> list[dict[str, Any]]:
+def figures(receiver: list[Measured], api: list[Measured], faults: Measured,
+            baseline: Baseline | None = None) -> list[dict[str, Any]]:
     from bench.results import figure
 
     per_line = statistics.median(r.per_line for r in receiver)
+    speedup = []
+    if baseline is not None and not baseline.errors:
+        wall = statistics.median(r.wall for r in receiver)
+        speedup = [figure("billing_speedup_vs_sequential_receiver", round(baseline.extrapolated / wall, 2), "x",
+                          reference=10.0, target="reported", passed=True)]
     per_line_api = statistics.median(r.per_line for r in api)
     predicted_api = statistics.median((r.accounts + r.lines) / r.lines for r in api)
     return [
@@ -379,6 +418,7 @@ def figures(receiver: list[Measured], api: list[Measured], faults: Measured) -> 
                reference=round(predicted_api, 4), target="reported", passed=True),
         figure("attention_lines_after_faults", float(faults.attention), "lines", reference=float(faults.lines),
                target="0", passed=faults.attention == 0),
+        *speedup,
     ]
 
 
@@ -390,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                                                      "--accounts)")
     ap.add_argument("--fault-accounts", type=int, help="accounts in the fault run (default 1000)")
     ap.add_argument("--repeats", type=int, default=1, help="measured runs per path (the median is reported)")
+    ap.add_argument("--baseline", type=int, help="accounts the sequential baseline bills (default 100; --quick 25; "
+                                                  "0: none)")
     ap.add_argument("--scale", type=float, default=10.0, help="limit scale, as bench_billing (1 = real)")
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--concurrency", type=int, default=8)
@@ -427,11 +469,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"... month-end, {path} path, {size} accounts ({time.perf_counter() - started:.0f} s)",
                   file=sys.stderr, flush=True)
             results.append(bench.month_end(path, size, settings))
+        n_base = args.baseline if args.baseline is not None else (25 if args.quick else 100)
+        baseline = None
+        if n_base:
+            print(f"... the sequential baseline on {n_base} accounts ({time.perf_counter() - started:.0f} s)",
+                  file=sys.stderr, flush=True)
+            baseline = bench.sequential(n_base, n)
     receiver = [r for r in results if r.path == "receiver"]
     api = [r for r in results if r.path == "api"]
     [faulted] = [r for r in results if r.path == "faults"]
     print_runs(receiver + api + [faulted])
-    figs = figures(receiver, api, faulted)
+    if baseline is not None:
+        wall = statistics.median(r.wall for r in receiver)
+        print(f"  sequential baseline: {baseline.sample} accounts in {baseline.wall:.1f} s "
+              f"({baseline.per_account * 1000:.0f} ms per account, {baseline.items} items, {baseline.errors} errors); "
+              f"for {n} accounts {baseline.extrapolated:.0f} s against the receiver path's {wall:.1f} s")
+    figs = figures(receiver, api, faulted, baseline)
     print()
     print(markdown(figs))
     if not args.no_write:
