@@ -283,6 +283,7 @@ class AccountWorker:
         self._read_at: datetime | None = None  # when the rows were listed
         self._state: AccountState | None = None  # as last read or written by us
         self._billing: bool | None = None  # decided once per message (see _bills)
+        self._claim_mark: tuple[str, str, Line] | None = None  # the first new line, marked by the claim's write
 
     # ------------------------------------------------------------------ state item
 
@@ -314,7 +315,8 @@ class AccountWorker:
                 self._preview()
             else:
                 self._open_lines()
-                self._send_all(self._collect_and_claim())
+                claimed = self._collect_and_claim()
+                self._send_all(claimed, marked=self._claim_mark)
         except BillingAborted as exc:
             self.result.error = str(exc)
         except DomainError as exc:
@@ -501,11 +503,20 @@ class AccountWorker:
             changed = True
         return changed, lines
 
-    def _before_claim_save(self, state: AccountState) -> None:
-        """A subclass's last change to the claim's write (the receiver path marks the lines in it)."""
+    def _before_claim_save(self, state: AccountState, keys: list[str]) -> None:
+        """The last change to the claim's write (of the new lines ``keys``): it also marks the first line
+        ``sending`` when it may be sent (one write fewer; a crash after it is the crash after that line's
+        own mark, docs/billing.md section 5). The receiver path marks every line in it instead."""
+        self._claim_mark = None
+        line = state.lines.get(keys[0]) if keys else None
+        if line is not None and self._markable(line):
+            token = uuid.uuid4().hex
+            self._mark_in(line, token)
+            self._claim_mark = (keys[0], token, line)
 
     def _forget_claim_marks(self) -> None:
         """The claim's write failed: what ``_before_claim_save`` did to it is void."""
+        self._claim_mark = None
 
     def _target_currency(self, client_id: int, state: AccountState) -> str:
         """The WHMCS client's currency, in which its lines are billed (GetClientsDetails, once per process)."""
@@ -517,7 +528,7 @@ class AccountWorker:
             changed, lines = self._update(state)
             if not changed:
                 return []
-            self._before_claim_save(state)
+            self._before_claim_save(state, [line.key for line in lines])
             self.d.faults("claim.before_save")
             try:
                 self._save(state)  # the intent: rows claimed by lines, running totals advanced
@@ -533,11 +544,11 @@ class AccountWorker:
     def _send(self, key: str) -> None:
         self._send_all([key])
 
-    def _send_all(self, keys: list[str]) -> None:
+    def _send_all(self, keys: list[str], *, marked: tuple[str, str, Line] | None = None) -> None:
         """Send the lines ``keys`` one after another. The write that records a line's answer also marks the
         next line ``sending`` (one write instead of two, docs/billing.md section 5): a crash after it is the
-        crash after a mark of the next line's own, so it leaves nothing worse than that did."""
-        marked: tuple[str, str, Line] | None = None  # (key, token, line): marked by the previous answer's write
+        crash after a mark of the next line's own, so it leaves nothing worse than that did. ``marked``
+        (key, token, line): the first line, when the claim's write marked it."""
         for i, key in enumerate(keys):
             if marked is not None and marked[0] == key:
                 token, line = marked[1], marked[2]
@@ -870,7 +881,7 @@ class ReceiverAccountWorker(AccountWorker):
                 line.status, line.token, line.sending_at, line.via = SENDING, token, stamp, RECEIVER
         return todo, flying, token
 
-    def _before_claim_save(self, state: AccountState) -> None:
+    def _before_claim_save(self, state: AccountState, keys: list[str]) -> None:
         # The claim's own write also marks the lines: one DynamoDB request fewer per account. Out of time,
         # the lines are claimed as planned only (the next delivery sends them), never half-marked.
         self._stamped = None
