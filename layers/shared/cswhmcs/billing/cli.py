@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from cswhmcs.billing.messages import BILL, CLOSE, COLLECT
-from cswhmcs.billing.usage import parse_time, zone_or_none
+from cswhmcs.billing.usage import is_utc, parse_time, zone_or_none
 from cswhmcs.errors import DomainError
 from cswhmcs.money import fmt2
 
@@ -118,7 +118,7 @@ def _run(args: argparse.Namespace, *, dry_run: bool | None) -> int:
         print(f"cswhmcs billing: {exc}", file=sys.stderr)
         return 2
     timezone = (getattr(args, "timezone", None) or "").strip()
-    if timezone and timezone.upper() not in ("UTC", "Z", "ETC/UTC") and zone_or_none(timezone) is None:
+    if not is_utc(timezone) and zone_or_none(timezone) is None:
         print(f"cswhmcs billing: --timezone {timezone!r} is not an IANA time zone this system knows "
               "(e.g. Europe/Berlin, America/New_York; the stack's BillingTimezone).", file=sys.stderr)
         return 2

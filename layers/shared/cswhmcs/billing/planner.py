@@ -32,7 +32,7 @@ from cswhmcs.billing.currency import CurrencyTable
 from cswhmcs.billing.ledger import Ledger
 from cswhmcs.billing.messages import BILL, CLOSE, COLLECT, KINDS, Account, RunContext, WorkMessage
 from cswhmcs.billing.options import BillingOptions
-from cswhmcs.billing.usage import iso, parse_time, unit_mode_for, zone_or_none
+from cswhmcs.billing.usage import is_utc, iso, parse_time, unit_mode_for, zone_or_none
 from cswhmcs.errors import InvalidInput
 from cswhmcs.observability import logger
 
@@ -110,7 +110,7 @@ def parse_trigger(event: Mapping[str, Any]) -> Trigger:
         raise InvalidInput("lead_minutes is only for the close mode.", field="lead_minutes")
     timezone = str(event.get("timezone") or "").strip()
     if timezone and zone_or_none(timezone) is None:
-        if timezone.upper() not in ("UTC", "Z", "ETC/UTC"):
+        if not is_utc(timezone):
             logger.warning("billing trigger names an unknown time zone; periods are UTC months",
                            extra={"timezone": timezone[:64]})
         timezone = ""

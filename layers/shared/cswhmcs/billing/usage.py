@@ -138,9 +138,17 @@ def period_of(as_of: datetime, timezone: str = "") -> str:
     return f"{t.year:04d}-{t.month:02d}"
 
 
+UTC_NAMES = frozenset({"UTC", "Z", "ETC/UTC"})
+
+
+def is_utc(name: str | None) -> bool:
+    """Whether ``name`` means UTC: empty or one of its names."""
+    return not name or name.strip().upper() in UTC_NAMES
+
+
 def zone_or_none(name: str | None) -> ZoneInfo | None:
     """The IANA zone ``name``; None for "", "UTC" or a name this system does not know."""
-    if not name or name.strip().upper() in ("UTC", "Z", "ETC/UTC"):
+    if name is None or is_utc(name):
         return None
     try:
         return ZoneInfo(name.strip())
