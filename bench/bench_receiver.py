@@ -13,10 +13,11 @@ of that ledger (its own tables) and an empty tblbillableitems. Figures (bench/re
 * ``whmcs_requests_per_line_api``: the same on the AddBillableItem path (reported; reference: what that
   design predicts, one GetClientsDetails per account + one AddBillableItem per line, whatever the number of
   accounts: so this path bills only the first ``--api-accounts``, 500 by default);
-* ``billing_speedup_vs_sequential_receiver`` (reported): bench_billing's ``billing_speedup_vs_sequential`` for
-  the configuration the README sets up: the sequential baseline (bench/sequential.py, on a sample of
-  ``--baseline`` accounts, extrapolated to the run's accounts as bench_billing does) on these sandboxes and
-  latencies ÷ the receiver path's month-end wall time (bench_billing measures the WHMCS API path);
+* ``billing_speedup_vs_sequential``: the month-end of the configuration the README sets up (step 2:
+  ``WhmcsReceiverUrl``) against ComputeStacks' own sequential WHMCS billing: the sequential baseline
+  (bench/sequential.py, on a sample of ``--baseline`` accounts, extrapolated to the run's accounts as
+  bench_billing does) on these sandboxes and latencies ÷ the receiver path's month-end wall time; target
+  >= 10 (bench_billing reports the same for the WHMCS API path: ``billing_speedup_vs_sequential_api``);
 * ``attention_lines_after_faults``: a receiver-path month-end with proxy faults armed all through it
   (answers dropped after PHP committed, connections dropped before, 502/504 with and without the commit,
   HTML instead of JSON), then the re-runs an operator (or the next collection) would make until one has
@@ -48,6 +49,7 @@ from bench.bench_billing import Sandboxes
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-receiver-signing-secret-5f1c"  # noqa: S105 - a throwaway bench credential
 TARGET_PER_LINE = 0.05
+TARGET_SPEEDUP = 10.0  # billing_speedup_vs_sequential
 REF = re.compile(r"\[ref (\d+:\d{4}-\d{2}:\d+)\]")
 RECEIVER_WORKERS = 4
 MAX_FOLLOW_UPS = 6
@@ -407,8 +409,9 @@ def figures(receiver: list[Measured], api: list[Measured], faults: Measured,
     speedup = []
     if baseline is not None and not baseline.errors:
         wall = statistics.median(r.wall for r in receiver)
-        speedup = [figure("billing_speedup_vs_sequential_receiver", round(baseline.extrapolated / wall, 2), "x",
-                          reference=10.0, target="reported", passed=True)]
+        value = round(baseline.extrapolated / wall, 2)
+        speedup = [figure("billing_speedup_vs_sequential", value, "x", reference=TARGET_SPEEDUP,
+                          target=f">= {TARGET_SPEEDUP:g}", passed=value >= TARGET_SPEEDUP)]
     per_line_api = statistics.median(r.per_line for r in api)
     predicted_api = statistics.median((r.accounts + r.lines) / r.lines for r in api)
     return [

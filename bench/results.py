@@ -12,6 +12,9 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 FIELDS = ("name", "value", "unit", "reference", "ratio", "target", "pass")
+# Names no benchmark writes any more; a merge drops them, so an old results.json does not keep a stale figure.
+# billing_speedup_vs_sequential_receiver is billing_speedup_vs_sequential since 2026-12-02 (bench_receiver).
+RETIRED = frozenset({"billing_speedup_vs_sequential_receiver"})
 
 
 def figure(name: str, value: float, unit: str, *, reference: float | None, target: str, passed: bool,
@@ -31,7 +34,7 @@ def merge(figures: list[dict[str, Any]], path: Path = RESULTS) -> list[dict[str,
     except (OSError, ValueError):
         existing = []
     names = {f["name"] for f in figures}
-    merged = [f for f in existing if isinstance(f, dict) and f.get("name") not in names] + \
+    merged = [f for f in existing if isinstance(f, dict) and f.get("name") not in names | RETIRED] + \
         [{k: f.get(k) for k in FIELDS} for f in figures]
     merged.sort(key=lambda f: str(f.get("name")))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".json")

@@ -33,3 +33,17 @@ def test_merge_starts_a_missing_or_broken_file(tmp_path: Path) -> None:
     path.write_text("{not json")
     merge([figure("api_errors", 0.0, "requests", reference=100.0, target="0", passed=True)], path)
     assert [f["name"] for f in json.loads(path.read_text())["figures"]] == ["api_errors"]
+
+
+def test_merge_drops_a_retired_figure_name(tmp_path: Path) -> None:
+    """A figure renamed in a later version (billing_speedup_vs_sequential_receiver is now
+    billing_speedup_vs_sequential) must not stay in an old results.json beside its new name."""
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"figures": [
+        {"name": "billing_speedup_vs_sequential_receiver", "value": 14.0, "unit": "x", "reference": 10.0,
+         "ratio": 1.4, "target": "reported", "pass": True},
+        {"name": "billing_rss_growth", "value": 1.01, "unit": "x", "reference": 1.2, "ratio": 0.84,
+         "target": "<= 1.2", "pass": True}]}))
+    merge([figure("billing_speedup_vs_sequential", 14.0, "x", reference=10.0, target=">= 10", passed=True)], path)
+    assert [f["name"] for f in json.loads(path.read_text())["figures"]] == [
+        "billing_rss_growth", "billing_speedup_vs_sequential"]
