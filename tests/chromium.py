@@ -108,18 +108,18 @@ def read_png(path: Path, *, max_rows: int | None = None) -> Image:
     prev = bytearray(stride)
     for y in range(wanted):
         start = y * (stride + 1)
-        kind = raw[start]
+        row_filter = raw[start]
         line = bytearray(raw[start + 1:start + 1 + stride])
-        if kind == 1:
+        if row_filter == 1:
             for i in range(channels, stride):
                 line[i] = (line[i] + line[i - channels]) & 0xFF
-        elif kind == 2:
+        elif row_filter == 2:
             line = bytearray((a + b) & 0xFF for a, b in zip(line, prev, strict=True))
-        elif kind == 3:
+        elif row_filter == 3:
             for i in range(stride):
                 left = line[i - channels] if i >= channels else 0
                 line[i] = (line[i] + ((left + prev[i]) >> 1)) & 0xFF
-        elif kind == 4:
+        elif row_filter == 4:
             for i in range(stride):
                 a = line[i - channels] if i >= channels else 0
                 b = prev[i]
@@ -127,8 +127,8 @@ def read_png(path: Path, *, max_rows: int | None = None) -> Image:
                 p = a + b - c
                 pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
                 line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
-        elif kind != 0:
-            raise ValueError(f"bad PNG filter {kind} in row {y}")
+        elif row_filter != 0:
+            raise ValueError(f"bad PNG filter {row_filter} in row {y}")
         rows.append(bytes(line))
         prev = line
     return Image(width, height, channels, rows)
