@@ -16,10 +16,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import boto3
 import pytest
 from moto import mock_aws
+from moto.dynamodb.responses import DynamoHandler
 
 from cswhmcs.adapters.computestacks import UserSelector
 from cswhmcs.adapters.dynamo import AccountsRepo
@@ -169,11 +171,26 @@ class World:
         return run_billing(as_of=as_of, ledger=self.ledger, accounts=self.accounts, deps=self.deps(), **kw)
 
 
+_MOTO_DYNAMODB = threading.Lock()
+_moto_call_action = DynamoHandler.call_action
+
+
+def _one_request_at_a_time(handler: DynamoHandler) -> Any:
+    """moto's DynamoDB handles one request at a time, as DynamoDB makes each request atomic. Unlocked, moto
+    is not: its TransactWriteItems deep-copies whole tables while another thread writes to them ("dictionary
+    changed size during iteration", a failed account in a concurrent run) and, when a transaction is
+    refused, puts that copy back over the other threads' writes. The concurrency tests here are about our
+    code's races, not moto's; DynamoDB Local runs them on the real engine
+    (tests/integration/test_billing_receiver.py, test_billing_faults.py)."""
+    with _MOTO_DYNAMODB:
+        return _moto_call_action(handler)
+
+
 @pytest.fixture
 def world() -> Iterator[World]:
     from cswhmcs.local.template import Template, ensure_tables
 
-    with mock_aws():
+    with mock_aws(), mock.patch.object(DynamoHandler, "call_action", _one_request_at_a_time):
         client = boto3.client("dynamodb", region_name="us-east-1")
         ensure_tables(Template(ROOT / "template.yaml"), client,
                       {"ACCOUNTS_TABLE": "accounts", "LEDGER_TABLE": "ledger", "REPLAY_TABLE": "idem"})
