@@ -1,5 +1,10 @@
 """Shared fixtures: DynamoDB Local (once per run), fresh tables from template.yaml, the sandboxes,
-and `live_stack`: everything wired behind a real `cswhmcs serve` on a free loopback port."""
+and `live_stack`: everything wired behind a real `cswhmcs serve` on a free loopback port.
+
+The seeded fault schedules (tests/faults/test_fault_schedules.py) run in worker processes that start with
+the session and work while the rest of the suite runs; their tests, which only collect the outcomes, come
+last (``pytest_collection_modifyitems``). One core waiting on the other's schedules was 2.5 of `make test`'s
+12 minutes on a slow two-core machine."""
 
 from __future__ import annotations
 
@@ -40,6 +45,37 @@ def ddb_endpoint() -> Iterator[str]:
         pytest.fail(f"{exc}")
     yield db.endpoint
     db.stop()
+
+
+SCHEDULE_TESTS = ("test_fault_schedules.py::test_schedule[", "test_fault_schedules.py::test_the_schedules_use_every")
+
+
+def _collects_schedules(item: pytest.Item) -> bool:
+    return any(marker in item.nodeid for marker in SCHEDULE_TESTS)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The schedules' tests last, in their order (the check that every fault was used after the seeds)."""
+    items[:] = [i for i in items if not _collects_schedules(i)] + [i for i in items if _collects_schedules(i)]
+
+
+@pytest.fixture(scope="session")
+def schedule_pool(request: pytest.FixtureRequest, ddb_endpoint: str) -> Iterator[Any]:
+    """Worker processes (``FAULT_JOBS``, default 2: beside the suite's own process on two cores) that run
+    every collected schedule seed from the moment the session asks, each with its own World."""
+    from tests.faults.pool import SchedulePool
+
+    pool = SchedulePool(ddb_endpoint, int(os.environ.get("FAULT_JOBS", "2")))
+    pool.submit([item.callspec.params["seed"] for item in request.session.items
+                 if getattr(item, "originalname", "") == "test_schedule" and hasattr(item, "callspec")])
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _schedules_start_with_the_session(request: pytest.FixtureRequest) -> None:
+    if any(_collects_schedules(item) for item in request.session.items):
+        request.getfixturevalue("schedule_pool")
 
 
 @pytest.fixture(scope="session")

@@ -1,32 +1,19 @@
 """Fixtures of the fault schedules.
 
-* ``schedule_pool``: worker processes (``FAULT_JOBS``, default 3: their waits overlap on two cores) that run
-  the parametrized schedules; every collected seed is submitted when the session first asks, so both cores
-  work while the tests wait in order.
+* ``schedule_pool`` (tests/conftest.py): the worker processes that run the parametrized schedules, started
+  with the session so they work while the rest of the suite runs.
 * ``fault_world``: one in-process World (sandboxes, handlers) for replays and the named regressions; its
   patches (the route handlers use the schedule's deps) are applied per test only.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.faults.pool import SchedulePool
 from tests.faults.world import SIGNING_SECRET, World
-
-
-@pytest.fixture(scope="session")
-def schedule_pool(request: pytest.FixtureRequest, ddb_endpoint: str) -> Iterator[SchedulePool]:
-    pool = SchedulePool(ddb_endpoint, int(os.environ.get("FAULT_JOBS", "3")))
-    seeds = [item.callspec.params["seed"] for item in request.session.items
-             if getattr(item, "originalname", "") == "test_schedule" and hasattr(item, "callspec")]
-    pool.submit(seeds)
-    yield pool
-    pool.close()
 
 
 @pytest.fixture(scope="session")
