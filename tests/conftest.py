@@ -1,7 +1,8 @@
 """Shared fixtures: DynamoDB Local (once per run), fresh tables from template.yaml, the sandboxes,
 and `live_stack`: everything wired behind a real `cswhmcs serve` on a free loopback port.
 
-The seeded fault schedules (tests/faults/test_fault_schedules.py) run in worker processes that start with
+The seeded fault schedules (tests/faults/test_fault_schedules.py, tests/integration/test_billing_faults.py) run in
+worker processes that start with
 the session and work while the rest of the suite runs; their tests, which only collect the outcomes, come
 last (``pytest_collection_modifyitems``). One core waiting on the other's schedules was 2.5 of `make test`'s
 12 minutes on a slow two-core machine."""
@@ -47,7 +48,8 @@ def ddb_endpoint() -> Iterator[str]:
     db.stop()
 
 
-SCHEDULE_TESTS = ("test_fault_schedules.py::test_schedule[", "test_fault_schedules.py::test_the_schedules_use_every")
+SCHEDULE_TESTS = ("test_fault_schedules.py::test_schedule[", "test_fault_schedules.py::test_the_schedules_use_every",
+                  "test_billing_faults.py::test_fault_schedule[")
 
 
 def _collects_schedules(item: pytest.Item) -> bool:
@@ -61,13 +63,18 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 @pytest.fixture(scope="session")
 def schedule_pool(request: pytest.FixtureRequest, ddb_endpoint: str) -> Iterator[Any]:
-    """Worker processes (``FAULT_JOBS``, default 2: beside the suite's own process on two cores) that run
-    every collected schedule seed from the moment the session asks, each with its own World."""
+    """Worker processes (``FAULT_JOBS``, default 1: one beside the suite's own process on two cores; 2 starved
+    the suite's timing-bound tests and made the whole run slower, 11:08 vs 9:34) that run
+    every collected schedule seed from the moment the session asks: the fault schedules (tests/faults) and
+    the billing fault schedules (tests/integration/test_billing_faults.py)."""
     from tests.faults.pool import SchedulePool
 
-    pool = SchedulePool(ddb_endpoint, int(os.environ.get("FAULT_JOBS", "2")))
-    pool.submit([item.callspec.params["seed"] for item in request.session.items
-                 if getattr(item, "originalname", "") == "test_schedule" and hasattr(item, "callspec")])
+    pool = SchedulePool(ddb_endpoint, int(os.environ.get("FAULT_JOBS", "1")))
+    seeds = {name: [item.callspec.params["seed"] for item in request.session.items
+                    if getattr(item, "originalname", "") == name and hasattr(item, "callspec")]
+             for name in ("test_schedule", "test_fault_schedule")}
+    pool.submit(seeds["test_schedule"])
+    pool.submit_billing(seeds["test_fault_schedule"])
     yield pool
     pool.close()
 
@@ -76,6 +83,27 @@ def schedule_pool(request: pytest.FixtureRequest, ddb_endpoint: str) -> Iterator
 def _schedules_start_with_the_session(request: pytest.FixtureRequest) -> None:
     if any(_collects_schedules(item) for item in request.session.items):
         request.getfixturevalue("schedule_pool")
+
+
+@pytest.fixture
+def feed_secrets_capture(request: pytest.FixtureRequest) -> Any:
+    """Hands a worker's log output and secrets to the session's secrets capture (tests/security), when loaded."""
+    try:
+        registry = request.getfixturevalue("secrets_registry")
+    except pytest.FixtureLookupError:
+        registry = None
+
+    from tests.faults.world import SIGNING_SECRET as SCHEDULE_SIGNING_SECRET
+
+    def feed(data: dict[str, Any]) -> None:
+        if registry is None:
+            return
+        registry.register(SCHEDULE_SIGNING_SECRET, "signing secret")
+        for value in data.get("secrets", []):
+            registry.register(value, "password or signature of a fault schedule")
+        registry.capture(data.get("log", ""), "product log of a fault-schedule worker", where=request.node.nodeid)
+
+    return feed
 
 
 @pytest.fixture(scope="session")
@@ -154,6 +182,11 @@ def scan_pages(table: Any, **kwargs: Any) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def tables(ddb_endpoint: str, template: Any) -> Tables:
+    return make_tables(ddb_endpoint, template)
+
+
+def make_tables(ddb_endpoint: str, template: Any) -> Tables:
+    """Fresh tables from template.yaml's definitions, with names of their own, on ``ddb_endpoint``."""
     import boto3
 
     from cswhmcs.local.template import ensure_tables

@@ -53,11 +53,40 @@ def run_seed(seed: int, size: str = "small") -> dict[str, Any]:
     return data
 
 
+def run_billing_seed(seed: int) -> dict[str, Any]:
+    """One billing fault schedule (tests/integration/test_billing_faults.py) in this worker, on fresh tables and
+    sandboxes of its own: ``error`` (the failure's traceback, or empty), plus ``log`` and ``secrets``."""
+    import traceback
+
+    from cswhmcs.local.template import Template
+    from sandboxes.computestacks import ComputeStacksSandbox
+    from sandboxes.whmcs import WhmcsSandbox
+    from tests.conftest import ROOT, make_tables
+    from tests.integration.test_billing_faults import check_schedule
+
+    assert _world is not None and _log is not None, "not a schedule worker"
+    cs, whmcs = ComputeStacksSandbox().start(), WhmcsSandbox().start()
+    error = ""
+    try:
+        check_schedule(seed, make_tables(_world.ddb_endpoint, Template(ROOT / "template.yaml")), cs, whmcs)
+    except BaseException:  # noqa: BLE001 - the failure goes back to the test, which fails with it
+        error = traceback.format_exc()
+    finally:
+        cs.stop()
+        whmcs.stop()
+    data = {"error": error, "log": _log.getvalue(), "secrets": [cs.api_key, cs.api_secret, whmcs.identifier,
+                                                                whmcs.secret]}
+    _log.seek(0)
+    _log.truncate()
+    return data
+
+
 class SchedulePool:
     def __init__(self, ddb_endpoint: str, jobs: int) -> None:
         self._executor = ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_init, initargs=(ddb_endpoint,))
         self.futures: dict[int, Future[dict[str, Any]]] = {}
+        self.billing: dict[int, Future[dict[str, Any]]] = {}
 
     def submit(self, seeds: list[int], size: str = "small") -> None:
         for seed in seeds:
@@ -68,7 +97,16 @@ class SchedulePool:
         self.submit([seed])
         return self.futures[seed].result(timeout=timeout)
 
+    def submit_billing(self, seeds: list[int]) -> None:
+        for seed in seeds:
+            if seed not in self.billing:
+                self.billing[seed] = self._executor.submit(run_billing_seed, seed)
+
+    def billing_result(self, seed: int, timeout: float = 300.0) -> dict[str, Any]:
+        self.submit_billing([seed])
+        return self.billing[seed].result(timeout=timeout)
+
     def close(self) -> None:
-        for future in self.futures.values():
+        for future in [*self.futures.values(), *self.billing.values()]:
             future.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -4,7 +4,7 @@ through the billing receiver (``path_of``), where no line may need attention at 
 
 A failing seed prints its replay command: ``SCHEDULE_SEED=<seed> .venv/bin/pytest tests/faults -k replay``
 (``SCHEDULE_PATH=api|receiver`` forces a path). ``FAULT_SCHEDULES`` (default 200) and ``FAULT_FIRST_SEED``
-choose the seeds, ``FAULT_JOBS`` the worker processes (default 2); `make soak` runs thousands.
+choose the seeds, ``FAULT_JOBS`` the worker processes (default 1); `make soak` runs thousands.
 """
 
 from __future__ import annotations
