@@ -2,10 +2,11 @@
 and `live_stack`: everything wired behind a real `cswhmcs serve` on a free loopback port.
 
 The seeded fault schedules (tests/faults/test_fault_schedules.py, tests/integration/test_billing_faults.py) run in
-worker processes that start with
-the session and work while the rest of the suite runs; their tests, which only collect the outcomes, come
-last (``pytest_collection_modifyitems``). One core waiting on the other's schedules was 2.5 of `make test`'s
-12 minutes on a slow two-core machine."""
+a worker process (``schedule_pool``) that starts with the session and works while the rest of the suite runs;
+their tests, which only collect the outcomes, come last (``pytest_collection_modifyitems``). Run one after the
+other in the suite's process they were about 4 of `make test`'s 11.7 minutes on a slow two-core machine. The
+worker applies the schedules' World patches (tests/faults/world.py) for its life; a billing seed replayed with
+``BILLING_FAULT_SEED`` runs in the suite's own process, without them."""
 
 from __future__ import annotations
 
