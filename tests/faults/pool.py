@@ -1,4 +1,6 @@
-"""Schedules on several processes (both cores), for `make test` and `make soak`.
+"""Schedules on worker processes, for `make test` (beside the suite) and `make soak`: the fault schedules of
+tests/faults and the billing fault schedules of tests/integration/test_billing_faults.py (``run_billing_seed``,
+on fresh tables and sandboxes per seed).
 
 Each worker process has its own World (its own sandboxes, and its own MariaDB, billing.php and fault proxy
 for the receiver-path seeds) and shares the one DynamoDB Local. A schedule's outcome comes back with the log
@@ -46,11 +48,18 @@ def run_seed(seed: int, size: str = "small") -> dict[str, Any]:
     assert _world is not None and _log is not None, "not a schedule worker"
     outcome = run_schedule(_world, seed, size=size)
     data = outcome.to_json()
-    data["log"] = _log.getvalue()
+    data["log"] = _take_log()
     data["secrets"] = outcome.secrets
+    return data
+
+
+def _take_log() -> str:
+    """The product's log output since the last call, and an empty buffer for the next schedule."""
+    assert _log is not None, "not a schedule worker"
+    text = _log.getvalue()
     _log.seek(0)
     _log.truncate()
-    return data
+    return text
 
 
 def run_billing_seed(seed: int) -> dict[str, Any]:
@@ -74,11 +83,7 @@ def run_billing_seed(seed: int) -> dict[str, Any]:
     finally:
         cs.stop()
         whmcs.stop()
-    data = {"error": error, "log": _log.getvalue(), "secrets": [cs.api_key, cs.api_secret, whmcs.identifier,
-                                                                whmcs.secret]}
-    _log.seek(0)
-    _log.truncate()
-    return data
+    return {"error": error, "log": _take_log(), "secrets": [cs.api_key, cs.api_secret, whmcs.identifier, whmcs.secret]}
 
 
 class SchedulePool:
