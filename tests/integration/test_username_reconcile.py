@@ -56,7 +56,10 @@ class Account:
         from cswhmcs.billing.messages import Account as MessageAccount
         from cswhmcs.billing.messages import RunContext, WorkMessage
 
+        # A run per call, as each day's collection is (two calls within one second would be one run)
         as_of = datetime.now(UTC).replace(microsecond=0)
+        as_of = self.last_as_of = max(as_of, getattr(self, "last_as_of", as_of - timedelta(seconds=1))
+                                      + timedelta(seconds=1))
         run = RunContext(f"{kind}#{as_of.isoformat()}", kind, as_of, currencies=[{"id": 1, "code": "USD",
                                                                                  "rate": "1.00000"}])
         body = WorkMessage(run, MessageAccount.from_mapping(self.mapping())).to_json()

@@ -11,26 +11,12 @@ from cswhmcs.billing.options import BillingOptions
 from cswhmcs.billing.worker import AccountResult
 
 
-@pytest.mark.parametrize("workers", [1, 2, 4, 8, 16, 50])
-def test_workers_together_stay_under_the_computestacks_budget(workers: int) -> None:
-    # Given billing's share of 2,500 requests per 300 s split between the workers
-    opts = BillingOptions(concurrency=workers)
-    rate, burst = opts.cs_rate_per_worker()
-
-    # When every worker spends its burst and its rate for a whole window
-    worst_window = workers * (burst + rate * opts.cs_window)
-
-    # Then the window holds at most 80 % of the limit
-    assert worst_window <= 2500 * 0.8 + 1e-9
-    assert worst_window >= 2500 * 0.8 * 0.99  # and does not waste it
-
-
-@pytest.mark.parametrize("workers", [1, 4, 8, 16])
-def test_workers_reading_steadily_use_almost_all_of_the_budget(workers: int) -> None:
-    # A month-end reads for hours: what counts then is the steady rate, not the burst (docs/billing.md 6)
-    opts = BillingOptions(concurrency=workers)
-    rate, _burst = opts.cs_rate_per_worker()
-    assert workers * rate * opts.cs_window >= 2500 * 0.8 * 0.99
+@pytest.mark.parametrize(("limit", "share", "budget"), [(2500, 0.8, 2000), (10_000, 0.8, 8000), (2500, 0.5, 1250),
+                                                     (1, 0.1, 1)])
+def test_the_workers_share_one_window_of_billings_part_of_the_limit(limit: int, share: float, budget: int) -> None:
+    # The Lambda workers draw from one sliding window (SharedWindow): its size does not depend on how many run
+    for workers in (1, 8, 50):
+        assert BillingOptions(cs_limit=limit, cs_share=share, concurrency=workers).cs_window_budget() == budget
 
 
 def test_whmcs_rate_is_split_too() -> None:

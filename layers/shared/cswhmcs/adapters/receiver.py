@@ -37,7 +37,7 @@ import httpx
 
 from cswhmcs import deadline
 from cswhmcs.adapters import bounded
-from cswhmcs.adapters.pacing import PacingOutOfTime, TokenBucket
+from cswhmcs.adapters.pacing import PACERS_WITH_DEADLINE, PacingOutOfTime
 from cswhmcs.adapters.retry import Failure, OutOfTime, Retrier, RetryingClient, RetryPolicy, Throttled, retry_after
 from cswhmcs.errors import (
     ConfigurationError,
@@ -253,8 +253,9 @@ class ReceiverClient(RetryingClient):
                  connect_timeout: float = 5.0, pacer: Any = None, sleep: Callable[[float], object] = time.sleep,
                  transport: httpx.BaseTransport | None = None, max_retries: int = 2,
                  backoff: float = 0.25, now: Callable[[], float] = time.time) -> None:
-        """``pacer``: a ``TokenBucket`` (its waits drawn from the deadline), anything with ``acquire()``, or
-        a plain callable, asked before every attempt. ``now``: the wall clock the timestamps come from."""
+        """``pacer``: a ``TokenBucket`` or ``SharedWindow`` (its waits drawn from the deadline), anything with
+        ``acquire()``, or a plain callable, asked before every attempt. ``now``: the wall clock the timestamps
+        come from."""
         self._url = url
         self._now = now
         self._secrets = secrets
@@ -381,7 +382,7 @@ class ReceiverClient(RetryingClient):
         pacer = self._pacer
         if pacer is None:
             return
-        if isinstance(pacer, TokenBucket):
+        if isinstance(pacer, PACERS_WITH_DEADLINE):
             pacer.acquire(max_wait=within)
             return
         acquire = getattr(pacer, "acquire", None)

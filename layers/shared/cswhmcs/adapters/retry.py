@@ -37,7 +37,7 @@ import httpx
 
 from cswhmcs import deadline, observability
 from cswhmcs.adapters import bounded
-from cswhmcs.adapters.pacing import Pacer, PacingOutOfTime, TokenBucket
+from cswhmcs.adapters.pacing import PACERS_WITH_DEADLINE, Pacer, PacingOutOfTime
 from cswhmcs.errors import DomainError, RateLimited, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
 T = TypeVar("T")
@@ -166,11 +166,11 @@ class Retrier:
         return httpx.Timeout(read, connect=min(self.connect_timeout, remaining))
 
     def _pace(self, within: float) -> None:
-        """Wait for the pacer; a ``TokenBucket`` wait longer than ``within`` does not start
+        """Wait for the pacer; a ``TokenBucket`` or ``SharedWindow`` wait longer than ``within`` does not start
         (``PacingOutOfTime``, no token taken). Other pacers are checked after they return."""
         if self._pacer is None:
             return
-        if isinstance(self._pacer, TokenBucket):
+        if isinstance(self._pacer, PACERS_WITH_DEADLINE):
             self._pacer.acquire(max_wait=within)
             return
         acquire = getattr(self._pacer, "acquire", None)

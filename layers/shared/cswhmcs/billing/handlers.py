@@ -5,9 +5,9 @@ routes) and every tunable from them (``BillingOptions.from_settings``): a bad va
 at start, naming the variable. The worker's clients are kept while the settings stay the same and
 rebuilt when they change (a rotated WHMCS credential); the ComputeStacks client takes its pair from
 the settings at each request (``cswhmcs.factory.SecretCredentials``), behind the run-level credential
-gate (``billing/credentials.py``). Each worker environment gets its own share of the ComputeStacks
-budget (``BillingOptions.cs_rate_per_worker``): with the event source's MaximumConcurrency as the
-divisor, all workers together stay under the limit.
+gate (``billing/credentials.py``). All worker environments draw from one ComputeStacks budget, a sliding
+window counted in the ledger table (``cswhmcs.adapters.pacing.SharedWindow``, ``BillingOptions.cs_window_budget``):
+however many environments Lambda runs or replaces, any 300 s hold at most billing's share of the limit.
 
 With the billing receiver configured (``WHMCS_RECEIVER_URL``), the worker handles an SQS batch as one
 group (``process_accounts``): the lines of all its accounts go to the receiver together. The receiver is
@@ -40,16 +40,17 @@ class AccountFailed(Exception):
 def build_worker_deps(settings: Settings) -> WorkerDeps:
     """The worker's clients and ledger for these settings (one execution environment's share of the budgets)."""
     from cswhmcs import factory
-    from cswhmcs.adapters.pacing import TokenBucket
+    from cswhmcs.adapters.pacing import SharedWindow, TokenBucket
     from cswhmcs.billing.credentials import guarded_client
 
     options = BillingOptions.from_settings(settings)
     settings.require("CS_API_URL", "CS_API_KEY", "CS_API_SECRET", "WHMCS_API_URL", "WHMCS_API_IDENTIFIER",
                      "WHMCS_API_SECRET", "LEDGER_TABLE")
-    cs_rate, cs_burst = options.cs_rate_per_worker()
     wh_rate, wh_burst = options.whmcs_rate_per_worker()
     ledger = Ledger.from_settings(settings)
-    cs, gate = guarded_client(settings, ledger, pacer=TokenBucket(cs_rate, cs_burst))
+    # Every worker draws from one sliding window in the ledger table: billing's share of the IP's limit.
+    cs_pacer = SharedWindow(ledger.table, options.cs_window_budget(), window=options.cs_window)
+    cs, gate = guarded_client(settings, ledger, pacer=cs_pacer)
     whmcs_bucket = TokenBucket(wh_rate, wh_burst)  # shared: the receiver runs on the WHMCS server
     whmcs = factory.whmcs_client(settings, pacer=whmcs_bucket)
     receiver = factory.receiver_client(settings, pacer=whmcs_bucket)

@@ -15,6 +15,9 @@ Items (docs/billing.md, "Ledger"):
   (``billing/credentials.py``): 401s counted, fingerprints of rejected and good pairs (never a
   secret), the probe being made.
 
+* ``pk=pacer#computestacks, sk=window``: the billing workers' ComputeStacks requests per second of the last
+  301 s, their one budget (``cswhmcs.adapters.pacing.SharedWindow`` writes it; this module never reads it).
+
 * ``pk=client#<WHMCS client id>, sk=overdue#s<service id>#i<invoice id>``: one suspension this backend made
   (or is making) of a service for an overdue usage invoice (``billing/overdue.py``, API.md section 9):
   ``status`` suspending (claimed, with a lease) -> suspended -> lifting (claimed) -> lifted, or failed

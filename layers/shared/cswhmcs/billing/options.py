@@ -23,14 +23,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class BillingOptions:
     # ComputeStacks: 2,500 requests per 5 minutes per client IP. Billing takes at most `cs_share` of it
-    # (the API routes and the month-end of other tools share the IP), split evenly between workers.
+    # (the API routes and the month-end of other tools share the IP): the Lambda workers together through one
+    # sliding window in the ledger table (cs_window_budget), an in-process run through its one token bucket.
     cs_limit: int = 2500
     cs_window: float = 300.0
     cs_share: float = 0.8
     cs_burst: int = 10  # one bucket for a whole in-process run
-    # Each Lambda worker's own bucket: a burst is taken from the steady rate (burst + window x rate <= its
-    # share), so with 8 workers a burst of 10 would cost 4 % of the month-end's reading rate; 1 costs 0.4 %.
-    cs_worker_burst: int = 1
     # WHMCS has no documented limit; we stay gentle with a PHP application, yet fast enough that the
     # month-end's ~2 AddBillableItem + 1 GetClientsDetails per account finish within the ComputeStacks bound.
     whmcs_rate: float = 30.0
@@ -56,12 +54,9 @@ class BillingOptions:
     # the cut-off (grouping.complete_for).
     cs_collect_interval: timedelta = COLLECT_INTERVAL
 
-    def cs_rate_per_worker(self) -> tuple[float, int]:
-        """``(rate/s, burst)`` of one worker's ComputeStacks bucket: the workers together keep every
-        ``cs_window`` under ``cs_share * cs_limit`` (``burst + window * rate <= budget`` each)."""
-        budget = self.cs_limit * self.cs_share / max(1, self.concurrency)
-        burst = max(1, min(self.cs_worker_burst, int(budget // 10)))
-        return max(1e-3, (budget - burst) / self.cs_window), burst
+    def cs_window_budget(self) -> int:
+        """Billing's requests in any ``cs_window``, for all workers together (``SharedWindow``, Lambda)."""
+        return max(1, int(self.cs_limit * self.cs_share))
 
     def whmcs_rate_per_worker(self) -> tuple[float, int]:
         rate = self.whmcs_rate / max(1, self.concurrency)
