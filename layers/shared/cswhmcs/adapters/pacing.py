@@ -139,12 +139,13 @@ class SharedWindow:
     Seconds older than the window are removed by the writes, so the item stays a few hundred bytes.
 
     Waits are drawn from the deadline like ``TokenBucket``'s (``max_wait``; ``PacingOutOfTime`` when the wait
-    does not fit, with no token taken). A DynamoDB error propagates: nothing was sent.
+    does not fit, with no token taken): the deadline is the bound, ``max_attempts`` (writes refused, seconds
+    lost to other workers) only a guard against a loop. A DynamoDB error propagates: nothing was sent.
     """
 
     def __init__(self, table: Any, budget: int, *, window: float = 300.0, name: str = "computestacks",
                  upstream: str = "ComputeStacks", clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], object] = time.sleep, max_attempts: int = 50) -> None:
+                 sleep: Callable[[float], object] = time.sleep, max_attempts: int = 1000) -> None:
         if budget < 1:
             raise ValueError("budget must be at least 1.")
         self.budget = int(budget)
