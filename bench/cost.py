@@ -23,15 +23,17 @@ The model, per month (every knob is a field of ``Assumptions``; every price a fi
   (the mapping); a module action 1 more write.
 * Billing: ``collections`` daily collections (N SQS messages each) and one month-end (the close run at 21:20
   + the bill run at 23:00: 2N messages; docs/billing.md 3b and 6). Every account is read from ComputeStacks
-  once per collection and once (x (1 + ``incomplete_fraction``)) at month-end. The worker paces itself: each
-  of the C workers has 1/C of billing's budget r = CS_RATE_LIMIT x 80 % / 300 s, so one read holds a worker
+  once per collection and once (x (1 + ``incomplete_fraction``)) at month-end. The workers pace themselves
+  through one window of billing's budget r = CS_RATE_LIMIT x 80 % / 300 s (SharedWindow): they read a window's
+  budget at once, then wait for the next, so on average one read holds a worker
   for max(C / r, latencies) = 1.2 s at C = 8 and the default limit: a rate-bound run costs
   (run wall time x C x MemorySize), e.g. a 100k collection 250 min x 8 x 0.5 GB. Billing an account adds its
   DynamoDB and WHMCS (receiver) calls. The planner: a few seconds + N / 3,200 messages per second per run.
 * DynamoDB on demand: 1 WRU per KB written (rounded up per item), 1 RRU per 4 KB of a strongly consistent
   read, x2 inside a transaction. Per account (docs/billing.md section 6): a collection = 1 state read + 1
   state write; the month-end = 2 state reads + 2 state writes + 1 transaction (state + its lines), whichever
-  of the close and bill messages comes first; the planner's scan of the mappings (eventually consistent).
+  of the close and bill messages comes first; before each ComputeStacks read, the shared window's write (and
+  at most one read) of its item (``pacer_item_kb``); the planner's scan of the mappings (eventually consistent).
   Storage and PITR: state + mapping + ``months_of_history`` months of line items.
 * SQS standard: SendMessageBatch of 10; Lambda's poller receives up to 10 per ReceiveMessage and deletes in
   batches of 10, so ~3 requests per 10 messages; plus idle long polls (``idle_pollers`` x 1 per 20 s, all month).
@@ -136,6 +138,10 @@ class Assumptions:
     line_item_kb: float = 1.5  # a finished line with its day buckets
     mapping_item_kb: float = 0.3  # an AccountsTable mapping
     replay_item_kb: float = 0.2  # a ReplayTable record (TTL deletes are free)
+    # The workers' ComputeStacks window (SharedWindow, in LedgerTable): one conditional write before each read,
+    # and at most one consistent read (the first request of each second a worker asks in); its item holds the
+    # requests of the seconds still in the window: ~15 B each, a few hundred bytes in a paced run.
+    pacer_item_kb: float = 1.0
     months_of_history: int = 12  # finished line items kept (they are never deleted)
     # --- SQS
     idle_pollers: int = 5  # Lambda's long-polling connections on an idle queue
@@ -384,8 +390,10 @@ def monthly_cost(n: int, *, prices: Prices | None = None, template: str | Path |
         txn_w = 2 * (s_w + a.lines_per_account * _wru(a.line_item_kb))
     else:  # the API path finishes each line in a transaction of its own: the state + that line
         txn_w = a.lines_per_account * 2 * (s_w + _wru(a.line_item_kb))
-    billing_rru = n * (a.collections * s_r + (2 + a.incomplete_fraction) * s_r)
-    billing_wru = n * (a.collections * s_w + (2 + a.incomplete_fraction) * s_w + txn_w)
+    cs_reads = n * (a.collections + 1 + a.incomplete_fraction)  # each one paced by the shared window
+    billing_rru = n * (a.collections * s_r + (2 + a.incomplete_fraction) * s_r) + cs_reads * _rru(a.pacer_item_kb)
+    billing_wru = (n * (a.collections * s_w + (2 + a.incomplete_fraction) * s_w + txn_w)
+                   + cs_reads * _wru(a.pacer_item_kb))
     scan_rru = runs * n * a.mapping_item_kb / 4.0 * 0.5  # eventually consistent scan: 0.5 RRU per 4 KB
     api_wru = api_requests * _wru(a.replay_item_kb) + n * a.module_actions * _wru(a.mapping_item_kb)
     api_rru = api_requests * _rru(a.mapping_item_kb)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -52,7 +53,7 @@ class SimParams:
     cs_window: float = CS_WINDOW
     cs_share: float = CS_SHARE
     cs_burst: int = 10  # the in-process run's one bucket
-    cs_worker_burst: int = 1  # each Lambda worker's own bucket (BillingOptions.cs_worker_burst)
+    cs_worker_burst: int = 1  # cs_pacer "buckets": each Lambda worker's own bucket (the pacer until 2026-12-03)
     whmcs_rate: float = WHMCS_RATE
     whmcs_burst: int = 5
     batch: int = 10  # SQS BatchSize (in-process: 1)
@@ -61,6 +62,11 @@ class SimParams:
     # In-process (build_runtime): one ComputeStacks and one WHMCS bucket for all threads; on AWS each
     # worker has its own share of the budget.
     shared_buckets: bool = False
+    # simulate_close on AWS (shared_buckets False): "window", the workers' one SharedWindow in the ledger table
+    # (cswhmcs.adapters.pacing; one conditional write per request, ``pacer_ddb_ops``), or "buckets", a token
+    # bucket of 1/workers of the budget per worker (burst cs_worker_burst), the pacer until 2026-12-03.
+    cs_pacer: str = "window"
+    pacer_ddb_ops: float = 1.0
     # ---- only simulate_close (the close run + the bill run; simulate ignores these) ----
     close_lead: float = 100 * 60.0  # the close run starts this long before the cut-off (21:20)
     collection_before_cutoff: float = 100 * 60.0  # ComputeStacks' collection (21:20) starts committing rows
@@ -85,6 +91,42 @@ class _Bucket:
         go = max(t, self.tat - self.tolerance)
         self.tat = max(self.tat, go) + self.interval
         return go
+
+
+class _Window:
+    """``SharedWindow`` as a schedule: a request counts in a whole second, and goes in the first second from
+    which the window's ``span + 1`` seconds (any 300 s interval touches 301) hold fewer than ``budget``. A
+    request ready before the newest counted second counts in that one (as the pacer writes into the item's
+    newest second) and goes then."""
+
+    def __init__(self, budget: float, window: float) -> None:
+        self.budget = max(1, int(budget))
+        self.span = math.ceil(window)
+        self.slots: deque[list[int]] = deque()  # [second, count], oldest first
+        self.total = 0
+        self.tat = 0.0  # unused (the buckets' start time); kept so both kinds are set up alike
+
+    def take(self, t: float) -> float:
+        second = math.floor(t)
+        if self.slots and self.slots[-1][0] > second:
+            second = self.slots[-1][0]
+        while True:
+            while self.slots and self.slots[0][0] < second - self.span:
+                self.total -= self.slots.popleft()[1]
+            if self.total + 1 <= self.budget:
+                if self.slots and self.slots[-1][0] == second:
+                    self.slots[-1][1] += 1
+                else:
+                    self.slots.append([second, 1])
+                self.total += 1
+                return max(t, float(second))
+            free, total = second + 1, self.total
+            for j, n in self.slots:  # the oldest seconds leave the window one by one
+                if total + 1 <= self.budget:
+                    break
+                total -= n
+                free = j + self.span + 1
+            second = max(second + 1, free)
 
 
 def _spread(i: int, per: float) -> int:
@@ -160,19 +202,25 @@ def simulate(p: SimParams) -> dict[str, Any]:
 _UNREAD, _INCOMPLETE, _READ = 0, 1, 2
 
 
-def _buckets(p: SimParams) -> tuple[list[_Bucket], list[_Bucket], int, int]:
-    """The ComputeStacks and WHMCS buckets exactly as ``simulate`` builds them, and their total bursts."""
+def _buckets(p: SimParams) -> tuple[list[Any], list[_Bucket], int, int]:
+    """The ComputeStacks pacers and WHMCS buckets as the code builds them, and their total bursts: in-process
+    (``shared_buckets``) one bucket each, as ``simulate``; on AWS the workers' one ``SharedWindow`` (the same
+    object for every worker; its burst is the whole budget) or, ``cs_pacer="buckets"``, a bucket per worker."""
     budget = p.cs_limit * p.cs_share
     if p.shared_buckets:
         burst = max(1, min(p.cs_burst, int(budget // 10)))
         return ([_Bucket(max(1e-9, (budget - burst) / p.cs_window), burst)],
                 [_Bucket(p.whmcs_rate, p.whmcs_burst)], burst, max(1, p.whmcs_burst))
-    share = budget / p.workers
-    burst = max(1, min(p.cs_worker_burst, int(share // 10)))
     wh_rate = p.whmcs_rate / p.workers
     wh_burst = max(1, min(p.whmcs_burst, math.ceil(wh_rate)))
+    whmcs = [_Bucket(wh_rate, wh_burst) for _ in range(p.workers)]
+    if p.cs_pacer == "window":
+        window = _Window(budget, p.cs_window)
+        return [window] * p.workers, whmcs, window.budget, wh_burst * p.workers
+    share = budget / p.workers
+    burst = max(1, min(p.cs_worker_burst, int(share // 10)))
     return ([_Bucket(max(1e-9, (share - burst) / p.cs_window), burst) for _ in range(p.workers)],
-            [_Bucket(wh_rate, wh_burst) for _ in range(p.workers)], burst * p.workers, wh_burst * p.workers)
+            whmcs, burst * p.workers, wh_burst * p.workers)
 
 
 def commit_time(p: SimParams, account: int) -> float:
@@ -220,7 +268,9 @@ def simulate_close(p: SimParams) -> dict[str, Any]:
     for b in cs_buckets + wh_buckets:
         b.tat = -math.inf  # full at the close run's start (simulate's buckets start full at t = 0)
     shared = p.shared_buckets
+    windowed = not shared and p.cs_pacer == "window"
     lat_ddb = p.latency_ddb
+    pacer_lat = p.pacer_ddb_ops * lat_ddb if windowed else 0.0  # SharedWindow's write before each request
     close_ddb, bill_ddb, skip_ddb = p.ddb_ops_close * lat_ddb, p.ddb_ops_bill * lat_ddb, p.ddb_ops_skip * lat_ddb
     lat_cs, lat_wh = p.latency_cs, p.latency_whmcs
     cs_pa, wh_pa = p.cs_requests_per_account, p.whmcs_requests_per_account
@@ -244,14 +294,14 @@ def simulate_close(p: SimParams) -> dict[str, Any]:
     heapq.heapify(heap)
     done_at = last_read_at = 0.0
     read_before = incomplete = rereads = reads_by_bill = skipped = duplicates = 0
-    def read(a: int, cs: _Bucket, t: float) -> tuple[float, float]:
+    def read(a: int, cs: Any, t: float) -> tuple[float, float]:
         """Account ``a`` read from ``t`` through bucket ``cs``: (when its last request went, when the read is
         done: the requests, then the DynamoDB calls)."""
         go = t
         for _ in range(_spread(a, cs_pa)):
             go = cs.take(t)
             cs_times.append(go)
-            t = go + lat_cs
+            t = go + pacer_lat + lat_cs
         return go, t + close_ddb
 
     def bill(a: int, w: int, t: float) -> float:
@@ -334,14 +384,28 @@ def simulate_close(p: SimParams) -> dict[str, Any]:
     span = max(0.0, p.close_lead - p.cold_start)
     fit = min(n * cs_pa, max(r * span, total_burst + (budget - total_burst) * span / p.cs_window))
     reads_after = max(float(incomplete), n + incomplete - fit / cs_pa) if cs_pa else 0.0
+    cs_bound = max(0.0, (n + incomplete) * cs_pa - fit, incomplete * cs_pa - total_burst) / r
+    if windowed:
+        # The window gives the whole budget B at once, then B per cycle of 301 s (the slots a 300 s interval
+        # touches): the last of ceil(requests / B) windows opens (windows - 1) cycles after the first read,
+        # and its requests take the workers' time at latency.
+        cycle = math.ceil(p.cs_window) + 1
+        requests = (n + incomplete) * cs_pa
+        windows = max(1, math.ceil(requests / total_burst))
+        last = requests - (windows - 1) * total_burst
+        per_request = (lat_cs + pacer_lat) + close_ddb / max(cs_pa, 1e-9)
+        cs_bound = max(0.0, start + p.cold_start + (windows - 1) * cycle + last * per_request / nw)
+        fit = min(float(requests), total_burst * float(math.floor(span / cycle) + 1))
+        reads_after = max(float(incomplete), n + incomplete - fit / cs_pa) if cs_pa else 0.0
     bounds = {
-        "ComputeStacks rate": max(0.0, (n + incomplete) * cs_pa - fit, incomplete * cs_pa - total_burst) / r,
+        "ComputeStacks rate": cs_bound,
         "WHMCS rate": max(0.0, n * wh_pa - wh_burst) / p.whmcs_rate,
         "latency x concurrency": (reads_after * (cs_pa * lat_cs + close_ddb)
                                   + n * (bill_ddb + wh_pa * lat_wh)) / nw,
     }
     which, bound = max(bounds.items(), key=lambda kv: kv[1])
     return {"accounts": n, "workers": nw, "cs_per_account": cs_pa, "cs_limit": p.cs_limit,
+            "cs_pacer": "window" if windowed else ("one bucket" if shared else "bucket per worker"),
             "time_after_cutoff": done_at, "bound": bound, "bound_by": which,
             "ratio": done_at / bound if bound else 0.0, "peak_cs_window": peak_in_window(cs_times, p.cs_window),
             "peak_whmcs_per_s": peak_in_window(wh_times, 1.0), "cs_requests": len(cs_times),
@@ -399,7 +463,7 @@ def run_close_simulations(cs_limit: int = CS_LIMIT) -> list[tuple[str, dict[str,
         ("  rows committed over 10 min after 21:20", month_end(cs_limit, commit_spread=600.0)),
         ("  WHMCS 200 ms", month_end(cs_limit, latency_whmcs=0.2)),
         ("  WHMCS API path (3 requests per account)", month_end(cs_limit, whmcs_requests_per_account=3.0)),
-        ("  ComputeStacks burst 10 per worker (before: 1)", month_end(cs_limit, cs_worker_burst=10)),
+        ("  a token bucket per worker (the pacer until 2026-12-03)", month_end(cs_limit, cs_pacer="buckets")),
         ("  C = 4", month_end(cs_limit, workers=4)),
     ]
 

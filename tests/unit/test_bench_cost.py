@@ -86,10 +86,11 @@ def test_hand_computed_month(tmp_path: Path) -> None:
     assert r["usage"]["per_read_s"] == pytest.approx(0.25)
     assert r["usage"]["worker_s"] == pytest.approx(500.0)
     assert line(r, "Lambda", "billing worker: duration")["quantity"] == pytest.approx(500.0 * 0.5)
-    # And DynamoDB per account: collection 2 WRU + month-end 2 state writes (4) + 1 transaction 2 x (2 + 1) = 12
-    assert r["usage"]["billing_wru_per_account"] == pytest.approx(12.0)
+    # And DynamoDB per account: collection 2 WRU + month-end 2 state writes (4) + 1 transaction 2 x (2 + 1) = 12,
+    # + the shared window's 1 WRU before each of the 2 ComputeStacks reads = 14
+    assert r["usage"]["billing_wru_per_account"] == pytest.approx(14.0)
     # plus the replay guard's 1 WRU per API request
-    assert line(r, "DynamoDB", "write request units")["quantity"] == pytest.approx(1000 * 12 + 10_000)
+    assert line(r, "DynamoDB", "write request units")["quantity"] == pytest.approx(1000 * 14 + 10_000)
     # And SQS: (1 + 2) x 1,000 messages = 300 batches of 10, each sent, received and deleted, + idle polls
     idle = 5 * 3 * 31 * 1440
     assert r["usage"]["sqs_requests"] == pytest.approx(900 + idle)

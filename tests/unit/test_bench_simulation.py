@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -9,9 +10,11 @@ import pytest
 from bench import simulation as sim
 from bench.simulation import SimParams, month_end, simulate, simulate_close
 
-# No WHMCS requests, no latency: only the ComputeStacks pacing and the DynamoDB time are left.
+# No WHMCS requests, no latency: only the ComputeStacks pacing and the DynamoDB time are left. The token bucket
+# per worker (the pacer until 2026-12-03) unless a test asks for the shared window (WINDOW).
 QUIET: dict[str, Any] = {"whmcs_requests_per_account": 0.0, "latency_cs": 0.0, "latency_whmcs": 0.0, "latency_ddb": 0.0,
-         "planner_msgs_per_s": 1e9, "cold_start": 0.0}
+         "planner_msgs_per_s": 1e9, "cold_start": 0.0, "cs_pacer": "buckets"}
+WINDOW: dict[str, Any] = {**QUIET, "cs_pacer": "window"}
 HUGE = 10**9
 
 
@@ -46,6 +49,24 @@ def test_a_tiny_limit_leaves_the_remaining_reads_after_the_cut_off_at_the_bucket
     assert r["bound_by"] == "ComputeStacks rate"
     assert r["bound"] == pytest.approx(200.0)
     assert 1.0 <= r["ratio"] < 1.05
+
+
+def test_the_shared_window_reads_a_whole_budget_at_once_then_a_budget_per_cycle() -> None:
+    # Given the workers' one SharedWindow of 60 requests per 300 s, idle before a close run 300 s before C
+    p = SimParams(accounts=100, workers=1, batch=10, cs_limit=60, cs_share=1.0, close_lead=300.0,
+                  collection_before_cutoff=300.0, **WINDOW)
+    # When simulated
+    r = simulate_close(p)
+    # Then 60 reads go at once at -300 s, and the other 40 when that second has left the window: 301 s later
+    assert r["cs_pacer"] == "window"
+    assert (r["read_before_cutoff"], r["cs_requests_after_cutoff"]) == (60, 40)
+    assert r["time_after_cutoff"] == pytest.approx(1.0, abs=1e-6)
+    assert r["peak_cs_window"] == 60
+    # And that is its bound: 2 windows, the second opening one cycle (301 s) after the first read
+    assert r["bound_by"] == "ComputeStacks rate"
+    assert r["bound"] == pytest.approx(1.0)
+    # Where a token bucket per worker took until 99 x 300/59 s after the close run's start
+    assert simulate_close(replace(p, cs_pacer="buckets"))["time_after_cutoff"] == pytest.approx(99 * 300 / 59 - 300)
 
 
 def test_a_close_run_before_the_collection_reads_every_account_again_at_the_bill_run() -> None:
@@ -89,12 +110,15 @@ def test_a_bill_message_overtaking_a_close_message_reads_it_and_the_close_messag
     assert r["cs_requests"] == (20 - r["close_skipped"]) + r["reads_by_bill"]
 
 
-@pytest.mark.parametrize(("workers", "burst", "shared", "spread"),
-                         [(8, 10, False, 0.0), (4, 1, False, 600.0), (1, 50, False, 0.0), (8, 10, True, 600.0)])
-def test_no_window_of_300_s_exceeds_the_budget(workers: int, burst: int, shared: bool, spread: float) -> None:
+@pytest.mark.parametrize(("workers", "burst", "shared", "spread", "pacer"),
+                         [(8, 10, False, 0.0, "buckets"), (4, 1, False, 600.0, "buckets"),
+                          (1, 50, False, 0.0, "buckets"), (8, 10, True, 600.0, "buckets"),
+                          (8, 1, False, 0.0, "window"), (3, 1, False, 600.0, "window")])
+def test_no_window_of_300_s_exceeds_the_budget(workers: int, burst: int, shared: bool, spread: float,
+                                               pacer: str) -> None:
     # Given 5,000 accounts at CS_RATE_LIMIT 1,000 (budget 800 per 300 s) and a close run 10 min before C
     p = SimParams(accounts=5000, workers=workers, batch=100, cs_limit=1000, cs_burst=burst, cs_worker_burst=burst,
-                  shared_buckets=shared,
+                  shared_buckets=shared, cs_pacer=pacer,
                   close_lead=600.0, collection_before_cutoff=600.0, commit_spread=spread)
     # When simulated (both runs share the buckets across the cut-off)
     r = simulate_close(p)
