@@ -1,12 +1,16 @@
 """The client-area overview and the admin service tab: one ComputeStacks call.
 
 Beside ComputeStacks' figures, what the billing ledger holds for the account (API.md section 3 additions,
-docs/billing.md "The overview's billing figures"), read with one DynamoDB Query over its partition:
+docs/billing.md "The overview's billing figures"), read with one DynamoDB Query over its partition, on a
+thread of its own while ComputeStacks answers:
 this period's unbilled usage per product, the billed lines and their sums per period, and the lines
 that need an operator."""
 
 from __future__ import annotations
 
+import contextvars
+import math
+import threading
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any
@@ -14,6 +18,7 @@ from typing import Any
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cswhmcs import deadline
 from cswhmcs.accounts.lookup import gone, resolve
 from cswhmcs.adapters.computestacks import UserSelector
 from cswhmcs.billing.grouping import ATTENTION, DONE
@@ -43,7 +48,12 @@ def _count(value: Any) -> int:
 def account_overview(req: Request) -> dict[str, Any]:
     params = parse(ServiceParams, req.payload)
     mapping, _ = resolve(req, params)
-    user = req.deps.cs.get_user(UserSelector.by_id(mapping.cs_user_id), include_balance=True)  # the one request
+    # The ledger is read while ComputeStacks answers: both need only the mapping's user id.
+    ledger_read = _LedgerRead(req, mapping.cs_user_id)
+    try:
+        user = req.deps.cs.get_user(UserSelector.by_id(mapping.cs_user_id), include_balance=True)  # the one request
+    finally:
+        ledger = ledger_read.result()
     if user is None:
         raise gone(mapping)
     services = user.get("services") or {}
@@ -64,21 +74,41 @@ def account_overview(req: Request) -> dict[str, Any]:
         "run_rate_display": display(symbol, run_rate),
         "current_usage_display": display(symbol, usage),
     }
-    ledger = _read_ledger(req, mapping.cs_user_id)
     if ledger is not None:
         answer.update(billing_figures(ledger, symbol))
     return answer
 
 
-def _read_ledger(req: Request, cs_user_id: int) -> AccountLedger | None:
-    """The account's ledger partition; None (the billing fields are left out, the module then leaves their
-    sections out) when DynamoDB cannot be read: the four figures still show."""
-    try:
-        return Ledger.from_settings(req.settings, req.deps.ddb).account_ledger(cs_user_id)
-    except (ClientError, BotoCoreError, Boto3Error) as exc:
-        logger.warning("overview: the billing ledger could not be read; billing figures left out",
-                       extra={"cs_user_id": cs_user_id, "error": type(exc).__name__})
-        return None
+class _LedgerRead:
+    """The account's ledger partition, read on a thread of its own while the request's thread waits for
+    ComputeStacks. ``result()`` is None (the billing fields are left out, the module then leaves their sections
+    out) when DynamoDB cannot be read or has not answered within the request's deadline: the four figures
+    still show. The DynamoDB resource is this request thread's, used by no one else meanwhile (the mapping was
+    read before, nothing else is read after)."""
+
+    def __init__(self, req: Request, cs_user_id: int) -> None:
+        self.cs_user_id = cs_user_id
+        self._ledger = Ledger.from_settings(req.settings, req.deps.ddb)
+        self._answer: AccountLedger | None = None
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._read,),
+                                        name="overview-ledger", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            self._answer = self._ledger.account_ledger(self.cs_user_id)
+        except (ClientError, BotoCoreError, Boto3Error) as exc:
+            logger.warning("overview: the billing ledger could not be read; billing figures left out",
+                           extra={"cs_user_id": self.cs_user_id, "error": type(exc).__name__})
+
+    def result(self) -> AccountLedger | None:
+        left = deadline.current().remaining()  # infinite outside a request (tests, tools)
+        self._thread.join(None if math.isinf(left) else max(0.0, left))
+        if self._thread.is_alive():
+            logger.warning("overview: the billing ledger did not answer in time; billing figures left out",
+                           extra={"cs_user_id": self.cs_user_id})
+            return None
+        return self._answer
 
 
 def _quantity(value: Decimal) -> str:
