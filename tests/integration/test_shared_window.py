@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
+from cswhmcs import deadline
 from cswhmcs.adapters.pacing import PacingOutOfTime, SharedWindow
 from tests.support.clocks import FakeClock
 
@@ -164,3 +165,48 @@ def test_bad_arguments_are_refused(ledger: Any) -> None:
         SharedWindow(ledger, 0)
     with pytest.raises(ValueError, match="tokens"):
         SharedWindow(ledger, 3).acquire(4)
+
+
+def _client(pacer: SharedWindow, sent: list[Any]) -> Any:
+    import httpx
+
+    from cswhmcs.adapters.computestacks import ComputeStacksClient
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"user": {"id": 5, "email": "a@example.org"}})
+
+    return ComputeStacksClient("http://cs.example.test", "key", "secret", transport=httpx.MockTransport(answer),
+                               pacer=pacer)
+
+
+def test_through_the_computestacks_client_a_full_window_sends_nothing_and_is_out_of_time(ledger: Any) -> None:
+    from cswhmcs.adapters.computestacks import UserSelector
+    from cswhmcs.errors import UpstreamTimeout
+
+    # Given the client paced by a window whose budget of 1 is used, and 5 s left of the deadline
+    sent: list[Any] = []
+    pacer = SharedWindow(ledger, 1, name="client")
+    cs = _client(pacer, sent)
+    assert cs.get_user(UserSelector.by_id(5)) is not None
+    # When it is asked again
+    with deadline.use(deadline.Deadline.after(5.0)), pytest.raises(UpstreamTimeout) as caught:
+        cs.get_user(UserSelector.by_id(5))
+    # Then it gives up before waiting (the window frees in ~301 s), nothing is sent, and it says so
+    assert len(sent) == 1
+    assert caught.value.maybe_applied is False
+
+
+def test_a_dynamodb_error_in_the_window_sends_nothing(tables: Any) -> None:
+    from botocore.exceptions import ClientError
+
+    from cswhmcs.adapters.computestacks import UserSelector
+
+    # Given a window on a table that does not exist
+    missing = boto3.resource("dynamodb", endpoint_url=tables.endpoint).Table("no-such-table")
+    sent: list[Any] = []
+    cs = _client(SharedWindow(missing, 10), sent)
+    # When ComputeStacks is asked, the DynamoDB error propagates and no request left
+    with pytest.raises(ClientError):
+        cs.get_user(UserSelector.by_id(5))
+    assert sent == []
