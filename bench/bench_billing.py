@@ -22,13 +22,17 @@ baseline, and a 100k simulation checked against the real code. Figures (API.md s
 * ``peak_cs_requests_per_5min``: the worst 5-minute window of those simulations / ``CS_RATE_LIMIT``; <= 0.8;
 * ``simulation_error``: the simulator given the 2,000-account run's parameters (accounts, workers, buckets,
   requests per account and the round-trip times measured in that run: the sandboxes' 50 ms plus HTTP and
-  DynamoDB Local on this machine) against its measured wall time: |simulated - measured| / measured; <= 0.1.
+  DynamoDB Local on this machine) against its measured wall time: |simulated - measured| / measured; <= 0.1;
+* ``window_simulation_error``: the Lambda workers' pacer (``SharedWindow``) measured on DynamoDB Local (8
+  threads with a window each on one item, 450 tokens at 100 per 10 s, 50 ms each; 250 with ``--quick``)
+  against ``bench.simulation._Window``, the model behind the 100k figures, given the same parameters and the
+  measured cost of a take; <= 0.1, and no 10 s may hold more than the budget.
 
 Part 1 runs the real planner and worker in-process against DynamoDB Local and both sandboxes (in a
 separate process, so that the memory measured is ours). Each size first gets a daily collection (the month
 so far), then the last day's usage, then the measured month-end runs: each on its own copy of the collected
 ledger, so that repeats bill the same state. Part 2 is bench/simulation.py: discrete-event models of planner,
-SQS batches, C workers with their token buckets and latencies: ``simulate`` (every account read after the
+SQS batches, C workers with their pacers and latencies: ``simulate`` (every account read after the
 cut-off, as these measured runs do: the model ``simulation_error`` checks) and ``simulate_close`` (the close
 run + the month-end run sharing one queue: the 100k figures). ``SimParams.cs_limit`` is ``CS_RATE_LIMIT``.
 
@@ -63,7 +67,7 @@ MONTH_START = datetime(2026, 10, 1, tzinfo=UTC)
 PRODUCTS = (("containerm", "0.02054795"), ("storage", "0.00068493"))
 TARGETS = {"billing_bound_ratio_200": 1.1, "billing_bound_ratio_2000": 1.2, "billing_rss_growth": 1.2,
            "month_end_minutes_100k": 150.0, "month_end_minutes_100k_safelisted": 15.0,
-           "peak_cs_requests_per_5min": 0.8, "simulation_error": 0.1}
+           "peak_cs_requests_per_5min": 0.8, "simulation_error": 0.1, "window_simulation_error": 0.1}
 # billing_speedup_vs_sequential's target: bench_receiver measures it on the README's configuration; the API
 # path's figure, reported here, has it as its reference.
 SPEEDUP_TARGET = 10.0
@@ -567,6 +571,86 @@ def print_simulated(rows: list[tuple[str, dict[str, Any]]]) -> None:
     )
 
 
+# ---------------------------------------------------------------------- the workers' shared window
+
+
+def measure_window(endpoint: str, *, requests: int = 450, budget: int = 100, window: float = 10.0,
+                   workers: int = 8, latency: float = 0.05) -> dict[str, Any]:
+    """The Lambda workers' pacer (``SharedWindow``) measured against DynamoDB Local: ``workers`` threads, each
+    with its own SharedWindow on one table (as Lambda environments each have theirs), take ``requests`` tokens
+    in all, each followed by ``latency`` s of "request"; then the model the 100k figures use
+    (``bench.simulation._Window``) is given the same parameters and the measured cost of a take, and compared."""
+    import heapq
+    import threading
+
+    import boto3
+
+    from bench.simulation import _Window, peak_in_window
+    from cswhmcs.adapters.pacing import SharedWindow
+
+    client = boto3.client("dynamodb", endpoint_url=endpoint)
+    name = f"bench-window-{os.getpid()}"
+    client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                              {"AttributeName": "sk", "AttributeType": "S"}],
+                        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                   {"AttributeName": "sk", "KeyType": "RANGE"}])
+    table = boto3.resource("dynamodb", endpoint_url=endpoint).Table(name)
+    pacers = [SharedWindow(table, budget, window=window) for _ in range(workers)]
+    lock = threading.Lock()
+    left = [requests]
+    grants: list[float] = []
+    takes: list[float] = []  # how long a take lasted when it did not wait
+
+    def work(pacer: SharedWindow) -> None:
+        while True:
+            with lock:
+                if left[0] <= 0:
+                    return
+                left[0] -= 1
+            asked = time.time()
+            waited = pacer.acquire(max_wait=10 * window)
+            now = time.time()
+            with lock:
+                grants.append(now)
+                if not waited:
+                    takes.append(now - asked)
+            time.sleep(latency)
+
+    started = time.time()
+    threads = [threading.Thread(target=work, args=(p,)) for p in pacers]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.time() - started
+    client.delete_table(TableName=name)
+    take = float(statistics.median(takes)) if takes else 0.0
+    # The model: the same workers, each take costing `take` before its grant, then `latency`.
+    model, heap, remaining, end = _Window(budget, window), [(started, w) for w in range(workers)], requests, started
+    heapq.heapify(heap)
+    while heap and remaining:
+        t, w = heapq.heappop(heap)
+        remaining -= 1
+        t = model.take(t + take) + latency
+        end = max(end, t)
+        heapq.heappush(heap, (t, w))
+    simulated = end - started
+    return {"requests": requests, "budget": budget, "window": window, "workers": workers, "latency": latency,
+            "wall": wall, "simulated": simulated, "error": abs(simulated - wall) / wall if wall else 0.0,
+            "peak": peak_in_window(grants, window), "take_ms": take * 1000,
+            "reads": sum(p.reads for p in pacers), "writes": sum(p.writes for p in pacers),
+            "refused": sum(p.refused for p in pacers)}
+
+
+def print_window(w: dict[str, Any]) -> None:
+    print(f"\nThe workers' shared window (SharedWindow) on DynamoDB Local: {w['workers']} processes' windows on one "
+          f"item, budget {w['budget']} per {w['window']:g} s, {w['requests']} requests of {w['latency'] * 1000:g} ms")
+    print(f"  measured {w['wall']:.1f} s, the model (bench/simulation.py _Window) {w['simulated']:.1f} s: error "
+          f"{w['error']:.3f}; peak {w['peak']} in any {w['window']:g} s (budget {w['budget']}); a take "
+          f"{w['take_ms']:.1f} ms; {w['writes']} writes, {w['reads']} reads, {w['refused']} refused")
+
+
 # ---------------------------------------------------------------------- figures
 
 
@@ -606,6 +690,9 @@ def figures(plan: dict[str, dict[str, Any]], sims: dict[int, dict[str, Any]]) ->
             add("billing_rss_growth", round(_med(r["rss_peak_mb"] for r in runs) /
                                             _med(r["rss_peak_mb"] for r in ref["runs"]), 4), "x")
         add("simulation_error", round(_med(simulation_check(r)["error"] for r in runs), 4), "fraction")
+    win = plan.get("window")
+    if win:
+        add("window_simulation_error", round(win["error"], 4), "fraction", ok=win["peak"] <= win["budget"])
     if sims:
         default, safelisted = sims[CS_LIMIT], sims[SAFELISTED_LIMIT]
         add("month_end_minutes_100k", round(default["time_after_cutoff"] / 60, 1), "min")
@@ -694,7 +781,12 @@ def main(argv: list[str] | None = None) -> int:
                 except RuntimeError as exc:
                     print(exc, file=sys.stderr)
                     return 1
+            print(f"... the workers' shared window ({time.perf_counter() - started:.0f} s)", file=sys.stderr,
+                  flush=True)
+            window = measure_window(db.endpoint, requests=250 if args.quick else 450)
         print_measured(list(plan.values()))
+        print_window(window)
+        plan["window"] = window
         if "large" in plan:
             print_baseline(plan["large"])
     print_simulated(sim_rows)
