@@ -588,14 +588,16 @@ def measure_window(endpoint: str, *, requests: int = 450, budget: int = 100, win
     from bench.simulation import _Window, peak_in_window
     from cswhmcs.adapters.pacing import SharedWindow
 
-    client = boto3.client("dynamodb", endpoint_url=endpoint)
+    local = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "bench",
+             "aws_secret_access_key": "bench"}  # DynamoDB Local takes any; this process may have none
+    client = boto3.client("dynamodb", **local)
     name = f"bench-window-{os.getpid()}"
     client.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
                                               {"AttributeName": "sk", "AttributeType": "S"}],
                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
                                    {"AttributeName": "sk", "KeyType": "RANGE"}])
-    table = boto3.resource("dynamodb", endpoint_url=endpoint).Table(name)
+    table = boto3.resource("dynamodb", **local).Table(name)
     pacers = [SharedWindow(table, budget, window=window) for _ in range(workers)]
     lock = threading.Lock()
     left = [requests]
