@@ -59,8 +59,8 @@ class SimParams:
     batch: int = 10  # SQS BatchSize (in-process: 1)
     planner_msgs_per_s: float = 3200.0  # 8 threads x SendMessageBatch(10) / 25 ms
     cold_start: float = 1.0
-    # In-process (build_runtime): one ComputeStacks and one WHMCS bucket for all threads; on AWS each
-    # worker has its own share of the budget.
+    # In-process (build_runtime): one ComputeStacks and one WHMCS bucket for all threads; on AWS (False) each
+    # worker has its own WHMCS share, and ComputeStacks as ``cs_pacer`` says.
     shared_buckets: bool = False
     # simulate_close on AWS (shared_buckets False): "window", the workers' one SharedWindow in the ledger table
     # (cswhmcs.adapters.pacing; one conditional write per request, ``pacer_ddb_ops``), or "buckets", a token
@@ -104,7 +104,6 @@ class _Window:
         self.span = math.ceil(window)
         self.slots: deque[list[int]] = deque()  # [second, count], oldest first
         self.total = 0
-        self.tat = 0.0  # unused (the buckets' start time); kept so both kinds are set up alike
 
     def take(self, t: float) -> float:
         second = math.floor(t)
@@ -236,7 +235,7 @@ def simulate_close(p: SimParams) -> dict[str, Any]:
       ``-collection_before_cutoff``, uniform over ``commit_spread``).
     * The close run's planner enqueues N close messages from ``-close_lead`` at ``planner_msgs_per_s``; at
       C the bill run's planner enqueues N bill messages behind whatever remains (one FIFO queue, the same
-      ``workers`` and the same per-worker buckets, built as in ``simulate``). A free worker takes the next
+      ``workers`` and the same pacers, built by ``_buckets``). A free worker takes the next
       ``batch`` messages once enqueued (or fewer, ``batch_window`` after the first one is); it works them
       one by one, first waking ``cold_start`` after ``-close_lead``.
     * Close message: an unread account is read (``cs_requests_per_account`` ComputeStacks requests through
@@ -254,7 +253,9 @@ def simulate_close(p: SimParams) -> dict[str, Any]:
     fit = min(N q, max(r T, B + (r cs_window - B) T / cs_window)) (the most requests that fit before C),
     I = incomplete accounts (simulated), R = max(I, N + I - fit / q) (reads after C, at least):
 
-      max( CS:      max(0, (N + I) q - fit, I q - B) / r,
+      max( CS:      max(0, (N + I) q - fit, I q - B) / r  (buckets); with the window (B = the budget):
+                    -close_lead + cold_start + (ceil((N + I) q / B) - 1) x (cs_window + 1)
+                    + the last window's requests x (latency_cs + pacer_ddb_ops latency_ddb + ...) / workers,
            WHMCS:   max(0, N x whmcs_requests_per_account - W) / whmcs_rate  (W: the workers' WHMCS burst),
            latency: (R (q latency_cs + ddb_ops_close latency_ddb)
                      + N (ddb_ops_bill latency_ddb + whmcs_requests_per_account latency_whmcs)) / workers ).
@@ -266,7 +267,8 @@ def simulate_close(p: SimParams) -> dict[str, Any]:
     budget = p.cs_limit * p.cs_share
     cs_buckets, wh_buckets, total_burst, wh_burst = _buckets(p)
     for b in cs_buckets + wh_buckets:
-        b.tat = -math.inf  # full at the close run's start (simulate's buckets start full at t = 0)
+        if isinstance(b, _Bucket):  # a window starts empty by itself
+            b.tat = -math.inf  # full at the close run's start (simulate's buckets start full at t = 0)
     shared = p.shared_buckets
     windowed = not shared and p.cs_pacer == "window"
     lat_ddb = p.latency_ddb
@@ -488,8 +490,9 @@ def print_close_simulated(rows: list[tuple[str, dict[str, Any]]]) -> None:
          f"{r['bound'] / 60:>9.1f} {r['ratio']:>6.3f} {r['peak_cs_window'] / r['cs_limit']:>10.3f} "
          f"{r['cs_requests']:>8} {r['cs_requests_after_cutoff']:>8} {r['read_before_cutoff']:>8} "
          f"{r['incomplete']:>7}" for name, r in rows),
-        "  bound = the largest of: the ComputeStacks requests left after the cut-off at 80 % of CS_RATE_LIMIT "
-        "per 300 s,\n  the bill run's WHMCS requests at 30 per s, and the work after the cut-off x latency / C "
+        "  bound = the largest of: the ComputeStacks requests at 80 % of CS_RATE_LIMIT per 300 s (the workers' "
+        "one window: the whole\n  budget at 21:20, then a budget per 301 s), the bill run's WHMCS requests at 30 "
+        "per s, and the work after the cut-off x latency / C "
         "(bench/simulation.py: simulate_close).",
     )
 
