@@ -39,10 +39,10 @@ pytest_plugins = ["tests.security.capture"]
 
 @pytest.fixture(scope="session")
 def ddb_endpoint() -> Iterator[str]:
-    from sandboxes.dynamodb_local import DynamoDBLocal, DynamoDBLocalUnavailable
+    from sandboxes.dynamodb_local import QUICK_JIT_FLAGS, DynamoDBLocal, DynamoDBLocalUnavailable
 
     try:
-        db = DynamoDBLocal().start()
+        db = DynamoDBLocal(jvm_flags=QUICK_JIT_FLAGS).start()
     except DynamoDBLocalUnavailable as exc:
         pytest.fail(f"{exc}")
     yield db.endpoint
