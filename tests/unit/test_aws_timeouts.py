@@ -39,6 +39,25 @@ def test_the_api_routes_deps_use_the_api_client() -> None:
     assert (config.connect_timeout, config.read_timeout) == (0.5, 3)
 
 
+def test_the_api_routes_ledger_is_kept_per_thread_on_that_threads_api_client() -> None:
+    import threading
+
+    from cswhmcs.api import Deps
+
+    deps = Deps(settings("http://127.0.0.1:9"))
+    ledger = deps.ledger
+    # kept: the next request on this thread does not build the Table (and its class) again
+    assert deps.ledger is ledger
+    assert ledger.table.meta.client is deps.ddb.meta.client
+    assert ledger.table.meta.client.meta.config.read_timeout == 3
+    # another thread (boto3 resources are not thread-safe) gets its own
+    other: list[object] = []
+    thread = threading.Thread(target=lambda: other.append(deps.ledger))
+    thread.start()
+    thread.join()
+    assert other and other[0] is not ledger
+
+
 def test_the_secrets_manager_client_has_short_timeouts_and_two_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
     from moto import mock_aws

@@ -13,7 +13,7 @@ from cswhmcs import deadline
 from cswhmcs.accounts import overview
 from cswhmcs.adapters.dynamo import AccountMapping
 from cswhmcs.api import Request
-from cswhmcs.billing.ledger import AccountLedger, Ledger
+from cswhmcs.billing.ledger import AccountLedger
 
 USER = {"id": 12, "email": "ann@example.org", "active": True, "services": {"deployments": 1, "container_services": 2},
         "run_rate": "1.5", "unprocessed_usage": "0.25", "currency": "EUR", "currency_symbol": "€"}
@@ -36,20 +36,22 @@ class ComputeStacksWaitingForTheLedger:
         return USER
 
 
-def request(cs: Any) -> Request:
-    deps: Any = SimpleNamespace(cs=cs, accounts=Mappings(), ddb=SimpleNamespace(Table=lambda name: None))
+def request(cs: Any, ledger: Any) -> Request:
+    deps: Any = SimpleNamespace(cs=cs, accounts=Mappings(), ledger=ledger)
     settings: Any = SimpleNamespace(LEDGER_TABLE="ledger")
     return Request(route="/v1/accounts/overview", payload={"serviceid": 5, "username": "ann@example.org"},
                    settings=settings, deps=deps)
 
 
-@pytest.fixture
-def ledger_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Ledger.account_ledger replaced: it sets ``asked``, then does what ``behaviour`` says."""
-    state: dict[str, Any] = {"asked": threading.Event(), "behaviour": "answer", "release": threading.Event()}
+def waiting_request(ledger_reads: dict[str, Any]) -> Request:
+    return request(ComputeStacksWaitingForTheLedger(ledger_reads["asked"]), ledger_reads["ledger"])
 
-    def from_settings(settings: Any, resource: Any = None, **kw: Any) -> Any:
-        return SimpleNamespace(account_ledger=account_ledger)
+
+@pytest.fixture
+def ledger_reads() -> dict[str, Any]:
+    """The request's ledger (``deps.ledger``), whose account_ledger sets ``asked``, then does what ``behaviour``
+    says."""
+    state: dict[str, Any] = {"asked": threading.Event(), "behaviour": "answer", "release": threading.Event()}
 
     def account_ledger(cs_user_id: int) -> AccountLedger:
         state["asked"].set()
@@ -61,7 +63,7 @@ def ledger_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             state["release"].wait(10.0)
         return AccountLedger(state=None, lines=[])
 
-    monkeypatch.setattr(Ledger, "from_settings", staticmethod(from_settings))
+    state["ledger"] = SimpleNamespace(account_ledger=account_ledger)
     return state
 
 
@@ -69,7 +71,7 @@ def test_the_ledger_is_asked_before_computestacks_answers(ledger_reads: dict[str
     # Given ComputeStacks that answers only once the ledger has been asked
     cs = ComputeStacksWaitingForTheLedger(ledger_reads["asked"])
     # When the overview is made
-    answer = overview.account_overview(request(cs))
+    answer = overview.account_overview(request(cs, ledger_reads["ledger"]))
     # Then the ledger read did not wait for ComputeStacks' answer, and the answer has both parts
     assert cs.ledger_asked_before_answer is True
     assert answer["current_usage_display"] == "€0.25"
@@ -78,7 +80,7 @@ def test_the_ledger_is_asked_before_computestacks_answers(ledger_reads: dict[str
 
 def test_a_ledger_that_cannot_be_read_leaves_the_billing_figures_out(ledger_reads: dict[str, Any]) -> None:
     ledger_reads["behaviour"] = "fail"
-    answer = overview.account_overview(request(ComputeStacksWaitingForTheLedger(ledger_reads["asked"])))
+    answer = overview.account_overview(waiting_request(ledger_reads))
     assert answer["run_rate"] == "1.50"
     assert "billed" not in answer and "usage_by_product" not in answer
 
@@ -88,7 +90,7 @@ def test_a_ledger_that_does_not_answer_within_the_deadline_is_left_out(ledger_re
     ledger_reads["behaviour"] = "hang"
     try:
         with deadline.use(deadline.Deadline.after(0.2)):
-            answer = overview.account_overview(request(ComputeStacksWaitingForTheLedger(ledger_reads["asked"])))
+            answer = overview.account_overview(waiting_request(ledger_reads))
     finally:
         ledger_reads["release"].set()
     # Then the answer comes within the deadline with ComputeStacks' figures only

@@ -22,7 +22,7 @@ from cswhmcs import deadline
 from cswhmcs.accounts.lookup import gone, resolve
 from cswhmcs.adapters.computestacks import UserSelector
 from cswhmcs.billing.grouping import ATTENTION, DONE
-from cswhmcs.billing.ledger import AccountLedger, Ledger, LineSummary
+from cswhmcs.billing.ledger import AccountLedger, LineSummary
 from cswhmcs.billing.usage import iso
 from cswhmcs.deps import Request
 from cswhmcs.models import ServiceParams, parse
@@ -83,12 +83,12 @@ class _LedgerRead:
     """The account's ledger partition, read on a thread of its own while the request's thread waits for
     ComputeStacks. ``result()`` is None (the billing fields are left out, the module then leaves their sections
     out) when DynamoDB cannot be read or has not answered within the request's deadline: the four figures
-    still show. The DynamoDB resource is this request thread's, used by no one else meanwhile (the mapping was
-    read before, nothing else is read after)."""
+    still show. The DynamoDB resource (and the ledger's Table on it) is this request thread's, used by no one
+    else meanwhile (the mapping was read before, nothing else is read after)."""
 
     def __init__(self, req: Request, cs_user_id: int) -> None:
         self.cs_user_id = cs_user_id
-        self._ledger = Ledger.from_settings(req.settings, req.deps.ddb)
+        self._ledger = req.deps.ledger
         self._answer: AccountLedger | None = None
         self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._read,),
                                         name="overview-ledger", daemon=True)

@@ -40,6 +40,7 @@ class AccountFailed(Exception):
 def build_worker_deps(settings: Settings) -> WorkerDeps:
     """The worker's clients and ledger for these settings (one execution environment's share of the budgets)."""
     from cswhmcs import factory
+    from cswhmcs.adapters.dynamo import AccountsRepo, dynamodb_resource
     from cswhmcs.adapters.pacing import SharedWindow, TokenBucket
     from cswhmcs.billing.credentials import guarded_client
 
@@ -47,7 +48,10 @@ def build_worker_deps(settings: Settings) -> WorkerDeps:
     settings.require("CS_API_URL", "CS_API_KEY", "CS_API_SECRET", "WHMCS_API_URL", "WHMCS_API_IDENTIFIER",
                      "WHMCS_API_SECRET", "LEDGER_TABLE")
     wh_rate, wh_burst = options.whmcs_rate_per_worker()
-    ledger = Ledger.from_settings(settings)
+    # One DynamoDB resource for the ledger and the accounts: a second would build a second client (~15 ms of a
+    # cold start).
+    resource = dynamodb_resource(settings)
+    ledger = Ledger.from_settings(settings, resource)
     # Every worker draws from one sliding window in the ledger table: billing's share of the IP's limit.
     cs_pacer = SharedWindow(ledger.table, options.cs_window_budget(), window=options.cs_window)
     cs, gate = guarded_client(settings, ledger, pacer=cs_pacer)
@@ -55,9 +59,8 @@ def build_worker_deps(settings: Settings) -> WorkerDeps:
     whmcs = factory.whmcs_client(settings, pacer=whmcs_bucket)
     receiver = factory.receiver_client(settings, pacer=whmcs_bucket)
     from cswhmcs.accounts.webhook import reconcile_from_billing
-    from cswhmcs.adapters.dynamo import AccountsRepo
 
-    accounts = AccountsRepo.from_settings(settings)
+    accounts = AccountsRepo.from_settings(settings, resource)
 
     def usernames(message: WorkMessage, result: AccountResult) -> bool:
         return reconcile_from_billing(message, result.cs_user, whmcs, accounts)

@@ -378,7 +378,7 @@ def collect_overdue(whmcs: ports.Whmcs, ledger: ports.OverdueLedger, *, days: in
 
 
 def ledger_for(deps: Deps) -> Ledger:
-    return Ledger.from_settings(deps.settings, deps.ddb)
+    return deps.ledger
 
 
 def collection_today(as_of: datetime, timezone: str = "") -> date:
