@@ -1,0 +1,39 @@
+"""tests/run_suite.py (`make test`): its sessions together run every test directory, each once."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_runner() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("run_suite", ROOT / "tests/run_suite.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_test_directory_is_in_exactly_one_session() -> None:
+    runner = load_runner()
+    paths = [path for _, group in runner.GROUPS for path in group]
+    assert len(paths) == len(set(paths))
+    assert runner.missing_directories() == []
+    assert all((ROOT / path).is_dir() for path in paths)
+
+
+def test_a_new_test_directory_outside_the_groups_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = load_runner()
+    (tmp_path / "tests/unit").mkdir(parents=True)
+    (tmp_path / "tests/unit/test_a.py").write_text("")
+    (tmp_path / "tests/contract").mkdir()
+    (tmp_path / "tests/contract/test_b.py").write_text("")
+    (tmp_path / "tests/support").mkdir()  # no tests in it: not a test directory
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    assert runner.missing_directories() == ["tests/contract"]
+    assert runner.main([]) == 2
