@@ -10,7 +10,7 @@ behaves as under a plain `pytest`, which still runs the whole suite in one sessi
     python tests/run_suite.py [pytest options...]   # the options go to both sessions
 
 Each session's output is printed whole when it ends (never interleaved); the exit status is the first non-zero
-one of the sessions. Ctrl-C stops both.
+one of the sessions. Ctrl-C (or SIGTERM) stops both.
 """
 
 from __future__ import annotations
@@ -42,11 +42,18 @@ def missing_directories() -> list[str]:
     return sorted(found - grouped)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str]) -> int:
     missing = missing_directories()
     if missing:
         print(f"tests/run_suite.py: no group runs {', '.join(missing)}: add it to GROUPS", file=sys.stderr)
         return 2
+    # A stopped `make test` (Ctrl-C, or SIGTERM from a CI timeout) stops both sessions, which run in process
+    # groups of their own.
+    signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     runs = []
     for name, paths in GROUPS:
@@ -76,6 +83,12 @@ def main(argv: list[str]) -> int:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+        for name, _, out in runs:
+            if name not in results:
+                out.seek(0)
+                print(f"\n===== {name}: stopped =====", flush=True)
+                sys.stdout.buffer.write(out.read())
+        sys.stdout.flush()
         return 130
     print()
     for name, (code, seconds) in results.items():
