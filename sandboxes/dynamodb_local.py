@@ -38,8 +38,8 @@ def free_port() -> int:
 # The JVM's quick compiler only, and one garbage-collector thread: for the test suite, whose DynamoDB Local
 # lives ~10 minutes beside the suite on two cores. Measured on a 1,500-request load run (tests/security/load.py,
 # 2026-12-03): DynamoDB Local's CPU time fell from 19.5 s to 8.5-9.1 s (the optimising compiler's threads were
-# half of it) at the same requests/s, since the caller was the bound. The benchmarks keep the JVM's defaults:
-# their figures count DynamoDB Local's round trips, which the optimised code makes shorter once warm.
+# half of it) at the same requests/s, since the caller was the bound. The benchmarks keep the JVM's defaults,
+# so that their figures (which count DynamoDB Local's round trips) stay comparable with the runs before.
 QUICK_JIT_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 
 
