@@ -34,6 +34,9 @@ def test_a_new_test_directory_outside_the_groups_is_named(tmp_path: Path, monkey
     (tmp_path / "tests/contract").mkdir()
     (tmp_path / "tests/contract/test_b.py").write_text("")
     (tmp_path / "tests/support").mkdir()  # no tests in it: not a test directory
+    (tmp_path / "tests/deep/nested").mkdir(parents=True)  # tests only further down still count
+    (tmp_path / "tests/deep/nested/test_c.py").write_text("")
+    (tmp_path / "tests/test_top.py").write_text("")  # a test file directly in tests/ would run in no session
     monkeypatch.setattr(runner, "ROOT", tmp_path)
-    assert runner.missing_directories() == ["tests/contract"]
+    assert runner.missing_directories() == ["tests/contract", "tests/deep", "tests/test_top.py"]
     assert runner.main([]) == 2
