@@ -37,7 +37,7 @@ def _body(route: str, service_id: int) -> dict[str, Any]:
 def _delete(tables: Tables, name: str) -> None:
     client = boto3.client("dynamodb", endpoint_url=tables.endpoint)
     client.delete_table(TableName=name)
-    client.get_waiter("table_not_exists").wait(TableName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 50})
+    client.get_waiter("table_not_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 10})
 
 
 @pytest.mark.parametrize("route", MAPPING_ROUTES)
