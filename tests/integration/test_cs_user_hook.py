@@ -4,6 +4,7 @@ token-authenticated, trusts only ``user.id``, reads the user back, and the WHMCS
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -151,8 +152,19 @@ def test_a_change_that_races_the_delivery_is_applied_too(stack: LiveStack) -> No
 
     acct = linked_account(stack)
     stack.cs.set_user_fields(acct["cs_user_id"], email="ann.older@example.org")
-    stack.whmcs.timeout_after_commit_next(1, delay=0.6, actions=["UpdateClientProduct"])
-    racer = threading.Timer(0.3, stack.cs.set_user_fields, (acct["cs_user_id"],), {"email": "ann.newer@example.org"})
+    stack.whmcs.timeout_after_commit_next(1, delay=1.0, actions=["UpdateClientProduct"])
+
+    def change_while_whmcs_holds_its_answer() -> None:
+        # The other change is made once WHMCS has the delivery's update (it then holds its answer for 1 s), not
+        # after a fixed time: a slow machine cannot move it before the delivery's first read
+        waited = time.monotonic() + 20
+        while not any(r["action"] == "UpdateClientProduct" for r in stack.whmcs.requests):
+            if time.monotonic() > waited:
+                return
+            time.sleep(0.005)
+        stack.cs.set_user_fields(acct["cs_user_id"], email="ann.newer@example.org")
+
+    racer = threading.Thread(target=change_while_whmcs_holds_its_answer)
     racer.start()
     # When the delivery (which read the older email) finishes
     resp = post(stack, {"user": {"id": acct["cs_user_id"]}})
