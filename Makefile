@@ -52,7 +52,7 @@ chromium:
 		else echo "Please install chromium (sudo apt-get install chromium): the billing report is tested in it"; exit 1; fi; \
 	fi
 
-# Two pytest sessions at once over disjoint directories (tests/run_suite.py says why); `pytest` alone runs the
+# Two pytest sessions at once over disjoint test files (tests/run_suite.py says why); `pytest` alone runs the
 # same suite in one session.
 test: cfn-lint
 	$(VENV)/bin/python tests/run_suite.py

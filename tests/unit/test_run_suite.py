@@ -24,7 +24,19 @@ def test_every_test_directory_is_in_exactly_one_session() -> None:
     paths = [path for _, group in runner.GROUPS for path in group]
     assert len(paths) == len(set(paths))
     assert runner.missing_directories() == []
-    assert all((ROOT / path).is_dir() for path in paths)
+    assert all((ROOT / path).exists() for path in paths)
+
+
+def test_every_test_file_runs_in_exactly_one_session() -> None:
+    # Given the sessions' paths and what each skips (a file that another session runs)
+    runner = load_runner()
+    sessions = [runner.collected(group) for _, group in runner.GROUPS]
+    # Then every test file of the suite is collected by one session, none by two
+    every = {f.relative_to(ROOT).as_posix() for f in (ROOT / "tests").rglob("test_*.py")}
+    assert sorted(f for f in every if sum(f in s for s in sessions) != 1) == []
+    # And the billing fault schedules run beside the unit tests, not in the integration session
+    assert "tests/integration/test_billing_faults.py" in sessions[1]
+    assert runner.ignored(runner.GROUPS[0][1]) == ["tests/integration/test_billing_faults.py"]
 
 
 def test_a_new_test_directory_outside_the_groups_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
