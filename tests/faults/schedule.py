@@ -40,7 +40,7 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 from tests.faults.injection import CS_KINDS, RECEIVER_KINDS, WHMCS_KINDS, Crash, CrashCounter, CrashProxy, Faults
-from tests.faults.world import SIGNING_SECRET, TIMEOUT, FaultDeps, World
+from tests.faults.world import SENT_HEADER, SIGNING_SECRET, TIMEOUT, FaultDeps, World
 from tests.support.clocks import Clock
 
 OCT_END = datetime(2026, 10, 31, 23, tzinfo=UTC)
@@ -206,6 +206,8 @@ class Schedule:
         self.clock = Clock(OCT_END - timedelta(days=10))
         self._lock = threading.Lock()
         self._started = time.monotonic()
+        # Per service id: (sent, answered) wall-clock times of every request sent for it (late_landing).
+        self.windows: dict[int, list[tuple[float, float]]] = defaultdict(list)
 
     # ------------------------------------------------------------------ helpers
 
@@ -286,10 +288,15 @@ class Schedule:
                    **sign_headers(SIGNING_SECRET, route, raw, now=int(time.time()))}
         with self._lock:
             self.out.secrets.append(headers["X-CSW-Signature"].removeprefix("v1="))
+        sent = time.time()
         try:
             status, _, data, _ = self.w.api.invoke("POST", route, headers, raw, "127.0.0.1")
         except Crash:
             return None, {}
+        finally:
+            if isinstance(body.get("serviceid"), int):
+                with self._lock:
+                    self.windows[body["serviceid"]].append((sent, time.time()))
         answer = json.loads(data)
         if status != 200:
             if set(answer) != {"result", "message", "code"} or answer["result"] != "error" or not answer["message"]:
@@ -456,13 +463,58 @@ class Schedule:
                 self.out.duplicates += len(twins)
                 self.violation(f"service {svc.sid}: more than one ComputeStacks user: #{user['id']} and {twins}")
             if bool(user.get("active")) != svc.active:
-                self.violation(f"service {svc.sid}: user #{user['id']} active={user.get('active')}, "
-                               f"expected {svc.active} after the last request")
+                self.mismatch(svc, user, "active", f"service {svc.sid}: user #{user['id']} "
+                              f"active={user.get('active')}, expected {svc.active} after the last request")
             if user.get("password") != svc.password:
-                self.violation(f"service {svc.sid}: user #{user['id']} does not have the last password set")
+                self.mismatch(svc, user, "password",
+                              f"service {svc.sid}: user #{user['id']} does not have the last password set")
             if svc.group is not None and int(user.get("user_group_id") or 0) != svc.group:
-                self.violation(f"service {svc.sid}: user #{user['id']} is in group {user.get('user_group_id')}, "
-                               f"expected {svc.group}")
+                self.mismatch(svc, user, "user_group_id", f"service {svc.sid}: user #{user['id']} is in group "
+                              f"{user.get('user_group_id')}, expected {svc.group}")
+
+    def mismatch(self, svc: Svc, user: dict[str, Any], key: str, text: str) -> None:
+        """A user not in the state the last request left: a violation, unless the write that set ``key`` last
+        was an attempt ComputeStacks carried out after its own request had answered (``late_landing``)."""
+        late = self.late_landing(svc, int(user["id"]), key)
+        if late is None:
+            self.violation(text)
+        else:
+            self.count("late landing")
+            self.note(f"{text}: {late} (not the backend's doing)")
+
+    def late_landing(self, svc: Svc, user_id: int, key: str) -> str | None:
+        """When the last write ComputeStacks applied that set ``key`` on the user was sent while one of the
+        service's requests was running and carried out only after that request had answered: how so, else
+        None. An HTTP request whose answer a client gave up on (a read timeout) may still be carried out
+        later, after requests sent after it (on a loaded machine the in-process sandbox reads a new
+        connection late); no client of an API without conditional updates can prevent that. A write the
+        backend sent after its request had answered, or one ComputeStacks read sooner than the client's read
+        timeout after it was sent (its request answered without waiting for it), is not such a landing, and
+        stays a violation."""
+        path = f"/api/admin/users/{user_id}"
+        last = None
+        for r in self.w.cs.requests:
+            fields = r["json"].get("user") if isinstance(r.get("json"), dict) else None
+            if r["method"] == "PATCH" and r["path"] == path and r["status"] == 200 and isinstance(fields, dict) \
+                    and key in fields:
+                last = r
+        if last is None:
+            return None
+        try:
+            sent = float(last["headers"].get(SENT_HEADER) or "nan")
+        except ValueError:
+            return None
+        # ComputeStacks read it later than the client's read timeout (so its client had given up on it, not
+        # answered without waiting), and every request running when it was sent (two at once: either may
+        # have sent it) had answered by then.
+        if last["at"] - sent < TIMEOUT:
+            return None
+        running = [(start, end) for start, end in self.windows.get(svc.sid, []) if start <= sent <= end]
+        if not running or max(end for _, end in running) >= last["at"]:
+            return None
+        start, end = min(running)[0], max(end for _, end in running)
+        return (f"an attempt sent at +{sent - start:.2f} s into a request that answered at +{end - start:.2f} s "
+                f"was carried out at +{last['at'] - start:.2f} s")
 
     # ------------------------------------------------------------------ 2. deposit credit
 

@@ -54,11 +54,24 @@ def _accepted(factory: Any, **candidates: Any) -> dict[str, Any]:
     return {k: v for k, v in candidates.items() if k in params}
 
 
+# Every ComputeStacks attempt carries the (wall-clock) time it was sent: the sandbox records request headers,
+# so a check can tell an attempt ComputeStacks carried out after its request had answered (an upstream
+# reordering no client can prevent) from a write the backend sent late (schedule.py ``late_landing``).
+SENT_HEADER = "X-Fs-Sent"
+
+
+def _stamp_sent(request: Any) -> None:
+    request.headers[SENT_HEADER] = repr(time.time())
+
+
 def make_cs(settings: Any) -> Any:
     from cswhmcs.adapters.computestacks import ComputeStacksClient
 
     kw = _accepted(ComputeStacksClient.__init__, backoff=0.001, sleep=_short_sleep)
-    return ComputeStacksClient.from_settings(settings, **kw)
+    client = ComputeStacksClient.from_settings(settings, **kw)
+    hooks = client._http.event_hooks
+    client._http.event_hooks = {**hooks, "request": [*hooks.get("request", []), _stamp_sent]}
+    return client
 
 
 def make_receiver(settings: Any) -> Any:
