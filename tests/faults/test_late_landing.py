@@ -71,6 +71,13 @@ def created(s: Schedule) -> Svc:
     return svc
 
 
+def suspend_stamped(cs: Any, svc: Svc, sent: float) -> None:
+    """A suspension of the service's user, stamped as sent at ``sent`` (like the backend's attempts)."""
+    httpx.patch(f"{cs.url}/api/admin/users/{svc.cs_user_id}", json={"user": {"active": False}},
+                auth=(cs.api_key, cs.api_secret),
+                headers={"Accept": "application/json; api_version=80", SENT_HEADER: repr(sent)}).raise_for_status()
+
+
 def test_a_terminate_attempt_carried_out_after_the_unsuspend_is_named_not_blamed(schedule: Schedule) -> None:
     s, cs = schedule, schedule.w.cs
     svc = created(s)
@@ -97,29 +104,16 @@ def test_a_terminate_attempt_carried_out_after_the_unsuspend_is_named_not_blamed
     assert any("was carried out at" in t for t in s.out.trace), s.out.trace
 
 
-def test_a_write_sent_after_its_request_answered_is_still_a_violation(schedule: Schedule) -> None:
+@pytest.mark.parametrize("stamp", ["after_the_answer", "while_running_not_waited_for"])
+def test_a_write_the_backend_did_not_wait_out_is_still_a_violation(schedule: Schedule, stamp: str) -> None:
     s, cs = schedule, schedule.w.cs
     svc = created(s)
     status, _ = s.send("/v1/accounts/unsuspend", s.params(svc))
     assert status == 200
-    # Given a suspension sent (stamped like the backend's attempts) after every request had answered
-    httpx.patch(f"{cs.url}/api/admin/users/{svc.cs_user_id}", json={"user": {"active": False}},
-                auth=(cs.api_key, cs.api_secret), headers={"Accept": "application/json; api_version=80",
-                                                           SENT_HEADER: repr(time.time())}).raise_for_status()
-    s.check_mappings()
-    assert any("expected True after the last request" in v for v in s.out.violations), s.out.violations
-
-
-def test_a_write_its_request_did_not_wait_for_is_still_a_violation(schedule: Schedule) -> None:
-    s, cs = schedule, schedule.w.cs
-    svc = created(s)
-    status, _ = s.send("/v1/accounts/unsuspend", s.params(svc))
-    assert status == 200
-    # Given a suspension stamped as sent while the unsuspend ran, carried out sooner than a read timeout
-    # after that (a request that answered without waiting for its own write)
+    # Given a suspension stamped like the backend's attempts: sent after every request had answered, or sent
+    # while the unsuspend ran and carried out sooner than a read timeout after that (a request that answered
+    # without waiting for its own write)
     _, answered = s.windows[svc.sid][-1]
-    httpx.patch(f"{cs.url}/api/admin/users/{svc.cs_user_id}", json={"user": {"active": False}},
-                auth=(cs.api_key, cs.api_secret), headers={"Accept": "application/json; api_version=80",
-                                                           SENT_HEADER: repr(answered - 0.01)}).raise_for_status()
+    suspend_stamped(cs, svc, time.time() if stamp == "after_the_answer" else answered - 0.01)
     s.check_mappings()
     assert any("expected True after the last request" in v for v in s.out.violations), s.out.violations
